@@ -1,0 +1,58 @@
+"""`unast`: what a person runs by hand — the stack, the database, and (later) the pipeline."""
+
+import argparse
+import time
+
+from services import stack
+from services.profiler import main as profiler_main
+from services.trainer import main as trainer_main
+from shared.db import make_engine, upgrade
+from shared.settings import get_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unast", description="UNAST: compress a transformer LM for a device.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start all services on localhost and print their addresses")
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply every service's migrations up to the latest")
+    return parser
+
+
+def cmd_db_upgrade() -> None:
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    for svc in (profiler_main, trainer_main):
+        upgrade(engine, svc.MIGRATIONS, svc.VERSION_TABLE)
+    print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+def cmd_run() -> None:
+    settings = get_settings()
+    cmd_db_upgrade()
+    children = stack.start(settings)
+    try:
+        for name in ("profiler", "search", "trainer"):
+            url = settings.service_url(name)
+            print(f"{name:9s} {url}   docs: {url}/docs")
+        print("all services ready; Ctrl-C stops them", flush=True)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("a service exited; stopping the others")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop(children)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        cmd_run()
+    elif args.command == "db":
+        cmd_db_upgrade()
+
+
+if __name__ == "__main__":
+    main()

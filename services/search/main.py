@@ -1,0 +1,16 @@
+"""The search's app: stateless ILP over candidate scores, costs and budgets."""
+
+from fastapi import FastAPI
+
+from shared.api import service_app
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = service_app(
+        "unast-search",
+        settings,
+        description="K diverse architectures under latency/memory budgets by integer linear programming.",
+    )
+    return app

@@ -1,0 +1,23 @@
+"""The trainer's API: submits and tracks durable jobs (distillation, scores, finetuning, export)."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from shared.api import stateful_service_app
+from shared.settings import Settings, get_settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_trainer"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = stateful_service_app(
+        "unast-trainer",
+        settings,
+        description="Durable training jobs: layer-wise distillation, candidate scores, finetuning, export.",
+        migrations=MIGRATIONS,
+        version_table=VERSION_TABLE,
+    )
+    return app

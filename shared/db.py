@@ -1,0 +1,130 @@
+"""Database engine, sessions and migrations shared by the services that keep state.
+
+Each stateful service owns its tables and its Alembic history (its own version table),
+so the profiler and the trainer can share one database without stepping on each other.
+"""
+
+import contextlib
+import fcntl
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # WAL lets readers run beside the one writer
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> None:
+    """Raise if the database does not answer."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _alembic_config(script_location: Path, version_table: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.attributes["version_table"] = version_table
+    return cfg
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine, name: str) -> Iterator[None]:
+    """Serialise concurrent upgrades (an API and a worker starting together)."""
+    if engine.dialect.name == "postgresql":
+        key = zlib.crc32(name.encode())
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.{name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def upgrade(engine: Engine, script_location: Path, version_table: str) -> None:
+    """Apply a service's migrations up to head (idempotent)."""
+    cfg = _alembic_config(script_location, version_table)
+    with _migration_lock(engine, version_table), engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def is_at_head(engine: Engine, script_location: Path, version_table: str) -> bool:
+    heads = set(ScriptDirectory.from_config(_alembic_config(script_location, version_table)).get_heads())
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn, opts={"version_table": version_table}).get_current_heads()
+    return set(current) == heads
+
+
+def run_migrations(context, target_metadata: MetaData) -> None:
+    """Body of every service's migrations/env.py: run on the connection handed in by upgrade()."""
+    cfg = context.config
+    connection = cfg.attributes.get("connection")
+    if connection is None:  # `alembic` command line: connect from settings
+        from shared.settings import get_settings
+
+        engine = make_engine(get_settings().database_url)
+        with engine.begin() as connection:
+            _configure_and_run(context, connection, target_metadata, cfg)
+        return
+    _configure_and_run(context, connection, target_metadata, cfg)
+
+
+def _configure_and_run(context, connection, target_metadata: MetaData, cfg: Config) -> None:
+    version_table = cfg.attributes.get("version_table") or cfg.get_main_option("version_table")
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copy
+        include_name=_own_tables(target_metadata),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _own_tables(target_metadata: MetaData):
+    # Autogenerate must only see this service's tables, not its neighbours' in the same database.
+    def include(name, type_, _parent):
+        return type_ != "table" or name in target_metadata.tables
+
+    return include

@@ -1,0 +1,71 @@
+"""The one settings object every service and command reads (environment prefix UNAST_).
+
+Every field is documented in README.md's settings table; a test keeps the two in step.
+"""
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "UNAST_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
+
+    database_url: str = Field(
+        "sqlite:///var/unast.db",
+        description="SQLAlchemy URL of the store; postgresql+psycopg://user@host/db switches to PostgreSQL.",
+    )
+    api_token: SecretStr | None = Field(
+        None, description="When set, mutating endpoints require `Authorization: Bearer <token>`."
+    )
+    host: str = Field("127.0.0.1", description="Interface the services listen on.")
+    profiler_port: int = Field(8001, ge=1, le=65535, description="Port of the profiler service.")
+    search_port: int = Field(8002, ge=1, le=65535, description="Port of the search service.")
+    trainer_port: int = Field(8003, ge=1, le=65535, description="Port of the trainer API.")
+    profiler_url: str | None = Field(
+        None, description="Base URL clients use for the profiler; default http://{host}:{profiler_port}."
+    )
+    search_url: str | None = Field(
+        None, description="Base URL clients use for the search; default http://{host}:{search_port}."
+    )
+    trainer_url: str | None = Field(
+        None, description="Base URL clients use for the trainer; default http://{host}:{trainer_port}."
+    )
+    max_body_bytes: int = Field(
+        16 * 2**20, ge=1024, description="Largest request body a service accepts (bytes); larger is a 413."
+    )
+    artifacts_root: Path = Field(
+        Path("var/artifacts"), description="Where trained weights, checkpoints and exports are written."
+    )
+    input_roots: list[Path] = Field(
+        default_factory=lambda: [Path("models"), Path("var")],
+        description="Folders that client-given input paths (teachers, datasets) must lie inside.",
+    )
+    torch_threads: int = Field(
+        1, ge=1, le=256, description="torch intra-op threads for measuring and training (fixed, never auto)."
+    )
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Log level.")
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> "Settings":
+        # A misspelt UNAST_ variable would otherwise be ignored silently.
+        known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
+        unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return self
+
+    def service_url(self, service: str) -> str:
+        """Base URL of one service ('profiler', 'search' or 'trainer')."""
+        explicit = getattr(self, f"{service}_url")
+        return explicit or f"http://{self.host}:{getattr(self, f'{service}_port')}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
