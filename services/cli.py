@@ -11,7 +11,9 @@ from shared.settings import get_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unast", description="UNAST: compress a transformer LM for a device.")
+    parser = argparse.ArgumentParser(
+        prog="unast", description="UNAST: compress a transformer LM for a device."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start all services on localhost and print their addresses")
     db = sub.add_parser("db", help="database administration")

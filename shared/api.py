@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import is_at_head, make_engine, make_sessionmaker, ping, upgrade
-
 from shared.errors import ApiError, error_body, install_error_handlers
 from shared.settings import Settings
 
@@ -63,7 +62,9 @@ def get_settings_from_app(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
-_bearer = HTTPBearer(auto_error=False, description="Required on mutating endpoints when UNAST_API_TOKEN is set.")
+_bearer = HTTPBearer(
+    auto_error=False, description="Required on mutating endpoints when UNAST_API_TOKEN is set."
+)
 
 
 def require_token(
@@ -89,7 +90,9 @@ def healthz(request: Request) -> dict:
     return {"status": "ok", "service": request.app.title, "version": VERSION}
 
 
-@health.get("/readyz", summary="The service's dependencies answer", responses={503: {"description": "Not ready"}})
+@health.get(
+    "/readyz", summary="The service's dependencies answer", responses={503: {"description": "Not ready"}}
+)
 async def readyz(request: Request):
     try:
         await run_in_threadpool(request.app.state.ready_check)

@@ -14,7 +14,11 @@ ROOT = Path(__file__).parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 APP_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if "build" in svc}
-PORT_SETTING = {"unast-profiler": "profiler_port", "unast-search": "search_port", "unast-trainer": "trainer_port"}
+PORT_SETTING = {
+    "unast-profiler": "profiler_port",
+    "unast-search": "search_port",
+    "unast-trainer": "trainer_port",
+}
 
 
 def _environment(svc: dict) -> dict[str, str]:
@@ -69,5 +73,7 @@ def test_database_users_wait_for_a_healthy_database(name):
     assert svc["depends_on"]["db"]["condition"] == "service_healthy"
     assert "healthcheck" in db
     env = db["environment"]
-    expected = f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@db:5432/{env['POSTGRES_DB']}"
+    expected = (
+        f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@db:5432/{env['POSTGRES_DB']}"
+    )
     assert url == expected

@@ -33,7 +33,7 @@ def test_unast_run_starts_every_service(tmp_path):
             if "all services ready" in line:
                 break
         assert any("all services ready" in line for line in lines), "".join(lines)
-        for name, port in ports.items():
+        for _name, port in ports.items():
             base = f"http://127.0.0.1:{port}"
             assert f"{base}/docs" in "".join(lines)
             assert httpx.get(f"{base}/healthz").json()["status"] == "ok"

@@ -1,7 +1,6 @@
 """The behaviour every service shares: error shape, body limit, bearer token."""
 
 import pytest
-from fastapi import Depends
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
