@@ -1,0 +1,1 @@
+"""Pydantic v2 schemas: the language the services speak (one module per subject)."""
