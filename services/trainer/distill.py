@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.trainer.inherit import copy_teacher, inherit
+from services.trainer.inherit import inherit
 from shared.model import Decoder
 from shared.operators import Identity
 from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name
@@ -58,8 +58,8 @@ def build_students(
 ) -> tuple[Students, Students]:
     """(trainable, fixed) candidate modules per slot, keyed by candidate id.
 
-    Trainable ones start from the teacher's weights (see inherit.py); the teacher's own operator (a
-    copy) and the identity need no training and are fixed.
+    Trainable ones start from the teacher's weights (see inherit.py); the teacher's own operator
+    (the teacher's module itself, not a copy) and the identity need no training and are fixed.
     """
     trainable: Students = {}
     fixed: Students = {}
@@ -68,7 +68,7 @@ def build_students(
         teacher_op = teacher.operator(slot)
         for spec in specs:
             if is_teacher(spec, teacher.shape, slot_type):
-                fixed.setdefault(slot, {})[spec_name(spec)] = copy_teacher(teacher_op)
+                fixed.setdefault(slot, {})[spec_name(spec)] = teacher_op
             elif spec.kind == "identity":
                 fixed.setdefault(slot, {})[spec_name(spec)] = Identity(spec, teacher.shape)
             else:

@@ -14,8 +14,6 @@ Criteria, measured on a calibration batch of the slot's own inputs:
 Larger-than-teacher sizes have nothing to inherit and keep Llama's random initialisation.
 """
 
-import copy
-
 import torch
 from torch import nn
 
@@ -41,10 +39,6 @@ def inherit(
             case AttentionOp() if _attention_fits(spec, teacher_op):
                 _shrink_attention(student, teacher_op, calibration)
     return student
-
-
-def copy_teacher(teacher_op: nn.Module) -> nn.Module:
-    return copy.deepcopy(teacher_op)
 
 
 def _capture_input(module: nn.Module, owner: nn.Module, x: torch.Tensor) -> torch.Tensor:
