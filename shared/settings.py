@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "UNAST_"
@@ -50,6 +50,37 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="torch intra-op threads for measuring and training (fixed, never auto)."
     )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Log level.")
+
+    # trainer
+    trainer_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between a running job's heartbeats (progress goes with them).",
+    )
+    trainer_stale_s: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="A running job whose heartbeat is older than this is re-queued (its worker is lost).",
+    )
+    trainer_poll_s: float = Field(
+        2.0, gt=0, le=600, description="How often an idle worker looks for queued jobs and stale ones."
+    )
+    trainer_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="A job whose worker was lost this many times fails instead of re-queueing.",
+    )
+
+    @field_validator("trainer_stale_s")
+    @classmethod
+    def _stale_after_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        # a live worker must get at least two heartbeats in before it could be taken for dead
+        if value < 2 * info.data.get("trainer_heartbeat_s", 0):
+            raise ValueError("must be at least twice trainer_heartbeat_s")
+        return value
 
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> "Settings":
