@@ -65,7 +65,7 @@ class JobContext:
             raise JobStopped("released", f"worker shutting down at step {step}: back to the queue")
         with self._sessions() as session:
             if queue.cancel_requested(session, job_id=self.job_id):
-                raise JobStopped("cancelled", f"cancelled at step {step}")
+                raise JobStopped("cancelled", f"cancel requested; stopped at step {step}")
 
     def log(self, message: str) -> None:
         """A line in the job's log (GET /v1/jobs/{id}/log)."""
