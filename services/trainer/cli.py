@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run queued jobs until SIGTERM (start as many as you like)")
     data = sub.add_parser("data", help="tokenise the built-in corpus and print its figures")
     data.add_argument("--out", type=Path, help="folder for tokenizer.json and the token files")
+    data.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
     return parser
 
 
@@ -32,11 +33,11 @@ def run_worker() -> None:
     Worker(settings).serve(stop)
 
 
-def run_data(out: Path | None) -> None:
+def run_data(out: Path | None, vocab_size: int) -> None:
     from services.trainer import data
 
     settings = get_settings()
-    corpus = data.prepare_corpus(out or data.corpus_dir(settings))
+    corpus = data.prepare_corpus(out or data.corpus_dir(settings, vocab_size), vocab_size)
     print(json.dumps(corpus.figures, indent=1))
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker":
         run_worker()
     elif args.command == "data":
-        run_data(args.out)
+        run_data(args.out, args.vocab_size)
     else:
         from services.trainer.main import create_app
 
