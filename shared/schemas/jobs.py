@@ -80,18 +80,12 @@ class DistillSpec(_JobSpec):
                     raise ValueError(f"{slot}: a {spec.kind} operator cannot fill a {slot_type} slot")
         return candidates
 
-    @field_validator("min_learning_rate")
+    @field_validator("min_learning_rate", "warmup")
     @classmethod
-    def _below_learning_rate(cls, value: float, info: ValidationInfo) -> float:
-        if value > info.data.get("learning_rate", math.inf):
-            raise ValueError("must not exceed learning_rate")
-        return value
-
-    @field_validator("warmup")
-    @classmethod
-    def _within_steps(cls, value: int, info: ValidationInfo) -> int:
-        if value > info.data.get("steps", math.inf):
-            raise ValueError("must not exceed steps")
+    def _within_bound(cls, value: float, info: ValidationInfo) -> float:
+        bound = {"min_learning_rate": "learning_rate", "warmup": "steps"}[info.field_name]
+        if value > info.data.get(bound, math.inf):
+            raise ValueError(f"must not exceed {bound}")
         return value
 
 

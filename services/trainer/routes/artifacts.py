@@ -3,9 +3,8 @@
 from fastapi import APIRouter
 
 from services.trainer import jobs
-from services.trainer.routes.jobs import JobId
+from services.trainer.routes.jobs import JobId, found
 from shared.api import SessionDep
-from shared.errors import not_found
 from shared.schemas.jobs import Artifact
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
@@ -13,7 +12,5 @@ router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 
 @router.get("/{job_id}/artifacts", summary="The outputs a job wrote under its artifact folder")
 def list_artifacts(job_id: JobId, session: SessionDep) -> list[Artifact]:
-    artifacts = jobs.list_artifacts(session, job_id=job_id)
-    if artifacts is None:
-        raise not_found("job", job_id)
+    artifacts = found(jobs.list_artifacts(session, job_id=job_id), job_id)
     return [Artifact.model_validate(a) for a in artifacts]

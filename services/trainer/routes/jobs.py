@@ -1,6 +1,6 @@
 """/v1/jobs: submit a job (idempotently), read it, list jobs, cancel one, fetch its result."""
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response
 
@@ -12,7 +12,16 @@ from shared.schemas.jobs import Job, JobPage, JobResult, JobSpec, JobState, spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+T = TypeVar("T")
+
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job's id.")]
+
+
+def found(value: T | None, job_id: str) -> T:
+    """What a data function returned for a job, or a 404 when the job does not exist."""
+    if value is None:
+        raise not_found("job", job_id)
+    return value
 
 
 @router.post(
@@ -59,10 +68,7 @@ def list_jobs(
 
 @router.get("/{job_id}", summary="A job: state, progress, attempt, heartbeat, error")
 def get_job(job_id: JobId, session: SessionDep) -> Job:
-    job = jobs.get_job(session, job_id=job_id)
-    if job is None:
-        raise not_found("job", job_id)
-    return Job.model_validate(job)
+    return Job.model_validate(found(jobs.get_job(session, job_id=job_id), job_id))
 
 
 @router.post(
@@ -72,9 +78,7 @@ def get_job(job_id: JobId, session: SessionDep) -> Job:
     responses={409: {"description": "The job already succeeded or failed"}},
 )
 def cancel_job(job_id: JobId, session: SessionDep) -> Job:
-    job = jobs.cancel_job(session, job_id=job_id)
-    if job is None:
-        raise not_found("job", job_id)
+    job = found(jobs.cancel_job(session, job_id=job_id), job_id)
     if job.state in ("succeeded", "failed"):
         raise ApiError(409, f"job {job_id} already {job.state}", details={"state": job.state})
     return Job.model_validate(job)
@@ -86,9 +90,7 @@ def cancel_job(job_id: JobId, session: SessionDep) -> Job:
     responses={409: {"description": "The job has not succeeded (yet)"}},
 )
 def get_result(job_id: JobId, session: SessionDep) -> JobResult:
-    job = jobs.get_job(session, job_id=job_id)
-    if job is None:
-        raise not_found("job", job_id)
+    job = found(jobs.get_job(session, job_id=job_id), job_id)
     if job.state != "succeeded":
         message = f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else "")
         raise ApiError(409, message, details={"state": job.state})

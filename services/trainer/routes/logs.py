@@ -5,9 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.trainer import jobs
-from services.trainer.routes.jobs import JobId
+from services.trainer.routes.jobs import JobId, found
 from shared.api import SessionDep
-from shared.errors import not_found
 from shared.schemas.jobs import JobLog, LogLine
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -15,9 +14,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.get("/{job_id}/log", summary="Progress and the last lines of a job's log")
 def get_log(job_id: JobId, session: SessionDep, tail: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobLog:
-    lines = jobs.job_log(session, job_id=job_id, tail=tail)
-    if lines is None:
-        raise not_found("job", job_id)
+    lines = found(jobs.job_log(session, job_id=job_id, tail=tail), job_id)
     job = jobs.get_job(session, job_id=job_id)
     return JobLog(
         job_id=job.id,
