@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Mapping
@@ -71,6 +72,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)
+        self.next_recovery = 0.0  # time.monotonic() when to look for stale jobs again
 
     def serve(self, stop: threading.Event) -> None:
         """Run jobs until `stop` is set (then the running job goes back to the queue)."""
@@ -95,8 +97,11 @@ class Worker:
         return changed
 
     def run_next(self, stop: threading.Event) -> bool:
-        """Recover stale jobs, then claim and run one job; False when none was queued."""
-        self.recover()
+        """Recover stale jobs (when due), then claim and run one job; False when none was queued."""
+        if time.monotonic() >= self.next_recovery:
+            self.recover()
+            # every half stale interval: a lost job waits at most 1.5 x UNAST_TRAINER_STALE_S
+            self.next_recovery = time.monotonic() + self.settings.trainer_stale_s / 2
         with self.sessions() as session:
             job = queue.claim_job(session, worker=self.name, kinds=list(self.runners))
         if job is None:

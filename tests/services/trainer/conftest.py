@@ -15,7 +15,7 @@ from shared.settings import Settings
 
 def fast(settings: Settings, **changes) -> Settings:
     """The settings with heartbeats and polls short enough for tests to run in seconds."""
-    quick = {"trainer_heartbeat_s": 0.1, "trainer_stale_s": 1.0, "trainer_poll_s": 0.1}
+    quick = {"trainer_heartbeat_s": 0.1, "trainer_stale_s": 2.0, "trainer_poll_s": 0.1}
     return Settings(**(settings.model_dump() | quick | changes))
 
 
