@@ -53,7 +53,7 @@ def save_checkpoint(
                 scalars.setdefault(str(param), {})[key] = value
     name = f"checkpoint-{step:09d}.safetensors"
     with atomic_path(directory / name) as tmp:
-        save_file(_unshared(tensors), tmp)
+        save_file(unshared(tensors), tmp)
     record = {
         "step": step,
         "config": dict(config),
@@ -105,7 +105,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
     optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
 
 
-def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous tensors, none sharing memory (safetensors refuses tied weights): copy the repeats."""
     seen: set[int] = set()
     out = {}

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.trainer import queue
-from services.trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from services.trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unshared
 from shared.files import atomic_path
 from shared.settings import Settings
 
@@ -109,7 +109,7 @@ class JobContext:
         database with its size and sha256. Written atomically, and replaced when a resumed job rewrites it."""
         path = self.directory / f"{name}.safetensors"
         with atomic_path(path) as tmp:
-            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
+            save_file(unshared(tensors), tmp)
         with atomic_path(self.directory / f"{name}.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=1))
         with path.open("rb") as f:
