@@ -1,0 +1,226 @@
+"""Building a LUT and validating it: operators, the fixed part and whole models, timed on the device.
+
+An operator is timed as its block runs it -- x + op(x), with its KV cache rewound to the regime's
+context before each call -- so that a whole model is the fixed part plus its operators. The fixed part
+is the model with every slot set to identity: embedding, the blocks' own overhead (the loop, the calls,
+the checks that skip identity slots), final norm and LM head. Identity costs nothing: blocks skip it.
+"""
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from services.profiler.costs import computed_activation_bytes, fixed_costs, static_costs, tokens
+from services.profiler.device import torch_device
+from services.profiler.lookup import estimate
+from services.profiler.measuring import Measurand, measure, peak_cuda_bytes
+from shared.candidates import all_candidates
+from shared.model import Decoder
+from shared.operators import build_operator
+from shared.schemas.lut import (
+    BuildRequest,
+    Lut,
+    LutEntry,
+    LutKey,
+    Measured,
+    Stats,
+    ValidatedArchitecture,
+    ValidationRequest,
+)
+from shared.schemas.operators import (
+    Architecture,
+    AttentionOp,
+    IdentityOp,
+    LayerChoice,
+    OperatorSpec,
+    fits,
+    spec_hash,
+    spec_name,
+    teacher_operator,
+)
+from shared.settings import Settings
+
+FIXED = "fixed"
+NOT_TIMED = Stats(median_ms=0.0, p10_ms=0.0, p90_ms=0.0, runs=0, cv=0.0)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class LutMeasurement:
+    fixed: Measured
+    entries: list[LutEntry]
+    activation_method: str
+    build_seconds: float
+
+
+def measured_operators(request: BuildRequest) -> list[OperatorSpec]:
+    """The request's operators (default: the candidate pool) and always the teacher's two, deduplicated."""
+    shape = request.shape
+    teachers = [teacher_operator(shape, "attention"), teacher_operator(shape, "mlp")]
+    return list(dict.fromkeys(teachers + (request.operators or all_candidates(shape))))
+
+
+def identity_architecture(num_layers: int) -> Architecture:
+    """Every slot skipped: what remains is the fixed part."""
+    return Architecture(layers=[LayerChoice(attention=IdentityOp(), mlp=IdentityOp())] * num_layers)
+
+
+class Bench:
+    """Inputs and modules for one LUT key on one device, ready to be timed."""
+
+    def __init__(self, key: LutKey, device: torch.device, seed: int = 0):
+        self.key, self.device = key, device
+        self.dtype = getattr(torch, key.dtype)
+        self.new, self.cached = tokens(key)
+        generator = torch.Generator().manual_seed(seed)
+        shape = key.shape
+        self.x = torch.randn(key.batch, self.new, shape.hidden_size, generator=generator).to(
+            device, self.dtype
+        )
+        self.idx = torch.randint(0, shape.vocab_size, (key.batch, self.new), generator=generator).to(device)
+
+    def operator(self, spec: OperatorSpec) -> Measurand:
+        op = build_operator(spec, self.key.shape).to(device=self.device, dtype=self.dtype).eval()
+        cache = (
+            op.new_cache(self.key.batch, self.cached + self.new) if isinstance(spec, AttentionOp) else None
+        )
+        x = self.x
+
+        def rewind() -> None:
+            cache.length = self.cached
+
+        return Measurand(run=lambda: x + op(x, cache), reset=rewind if cache is not None else lambda: None)
+
+    def model(self, architecture: Architecture) -> Measurand:
+        model = Decoder(self.key.shape, architecture).to(device=self.device, dtype=self.dtype).eval()
+        caches = [c for c in model.new_caches(self.key.batch, self.cached + self.new)]
+        idx = self.idx
+
+        def rewind() -> None:
+            for cache in caches:
+                if cache is not None:
+                    cache.length = self.cached
+
+        return Measurand(run=lambda: model(idx, caches), reset=rewind)
+
+
+def build_lut(request: BuildRequest, settings: Settings, on_progress: Progress) -> LutMeasurement:
+    """Time every operator and the fixed part in interleaved rounds; weigh their memory."""
+    started = time.monotonic()
+    torch.set_num_threads(settings.torch_threads)
+    torch.manual_seed(0)
+    device = torch_device(settings)
+    specs = measured_operators(request)
+    on_progress(0.0, f"building {len(specs)} operators and the fixed part")
+    bench = Bench(request, device)
+    measurands = {FIXED: bench.model(identity_architecture(request.shape.num_layers))}
+    measurands |= {spec_hash(s): bench.operator(s) for s in specs if not isinstance(s, IdentityOp)}
+
+    if device.type == "cuda":
+        activations = {key: peak_cuda_bytes(m, device) for key, m in measurands.items()}
+    else:
+        activations = {spec_hash(s): computed_activation_bytes(s, request) for s in specs}
+        activations[FIXED] = computed_activation_bytes(None, request)
+    activations.setdefault(spec_hash(IdentityOp()), 0)
+
+    stats = measure(
+        measurands,
+        device=device,
+        min_runs=request.min_runs,
+        target_ci=request.target_ci,
+        time_cap_s=request.time_cap_s,
+        warmup_runs=request.warmup_runs,
+        on_progress=lambda f: on_progress(f, f"timing {len(measurands)} parts in interleaved rounds"),
+    )
+    fixed_stats = stats.pop(FIXED)
+    entries = []
+    for spec in specs:
+        key = spec_hash(spec)
+        latency = stats.get(key, NOT_TIMED)
+        costs = static_costs(spec, request, latency_ms=latency.median_ms, activation_bytes=activations[key])
+        entries.append(LutEntry(operator=spec, name=spec_name(spec), hash=key, latency=latency, costs=costs))
+    fixed = Measured(
+        latency=fixed_stats,
+        costs=fixed_costs(request, latency_ms=fixed_stats.median_ms, activation_bytes=activations[FIXED]),
+    )
+    return LutMeasurement(
+        fixed=fixed,
+        entries=entries,
+        activation_method="measured" if device.type == "cuda" else "computed",
+        build_seconds=time.monotonic() - started,
+    )
+
+
+def random_architectures(lut: Lut, count: int, seed: int) -> list[Architecture]:
+    """count architectures, each slot's operator drawn uniformly from the LUT's that fit it."""
+    rng = random.Random(seed)
+    specs = [e.operator for e in lut.entries]
+    pools = {t: [s for s in specs if fits(s, t)] for t in ("attention", "mlp")}
+    return [
+        Architecture(
+            layers=[
+                LayerChoice(attention=rng.choice(pools["attention"]), mlp=rng.choice(pools["mlp"]))
+                for _ in range(lut.shape.num_layers)
+            ]
+        )
+        for _ in range(count)
+    ]
+
+
+def models_per_group(lut: Lut, architectures: list[Architecture], memory_bytes: int) -> int:
+    """How many whole models to hold (and interleave) at once within the memory share."""
+    largest = max(estimate(lut, a).memory_bytes for a in architectures)
+    return max(1, int(memory_bytes // largest))
+
+
+def validate_lut(
+    lut: Lut, request: ValidationRequest, settings: Settings, memory_bytes: int, on_progress: Progress
+) -> list[ValidatedArchitecture]:
+    """Build random architectures as whole models, time them end to end, compare with the prediction."""
+    torch.set_num_threads(settings.torch_threads)
+    torch.manual_seed(0)
+    device = torch_device(settings)
+    architectures = random_architectures(lut, request.count, request.seed)
+    group = models_per_group(lut, architectures, memory_bytes)
+    bench = Bench(lut.key(), device)
+    measured: list[Stats] = []
+    for start in range(0, len(architectures), group):
+        chunk = architectures[start : start + group]
+        done = start / len(architectures)
+        on_progress(done, f"building models {start + 1}-{start + len(chunk)} of {len(architectures)}")
+        measurands = {i: bench.model(a) for i, a in enumerate(chunk)}
+        stats = measure(
+            measurands,
+            device=device,
+            min_runs=request.min_runs,
+            target_ci=request.target_ci,
+            time_cap_s=request.time_cap_s * len(chunk) / len(architectures),
+            warmup_runs=request.warmup_runs,
+            seed=request.seed,
+            on_progress=lambda f, d=done, n=len(chunk): on_progress(
+                d + f * n / len(architectures), "timing whole models in interleaved rounds"
+            ),
+        )
+        measured += [stats[i] for i in range(len(chunk))]
+        del measurands
+    results = []
+    for architecture, stats in zip(architectures, measured, strict=True):
+        predicted = estimate(lut, architecture).latency_ms
+        error = (predicted - stats.median_ms) / stats.median_ms
+        results.append(
+            ValidatedArchitecture(
+                architecture=architecture, predicted_ms=predicted, measured=stats, error=error
+            )
+        )
+    return results
+
+
+def error_summary(results: list[ValidatedArchitecture]) -> tuple[float, float]:
+    """(median, worst) of |predicted - measured| / measured."""
+    errors = [abs(r.error) for r in results]
+    return statistics.median(errors), max(errors)
