@@ -46,12 +46,12 @@ class ProfilerClient(ServiceClient):
         return CostTable.model_validate(self.request("GET", f"/v1/luts/{lut_id}/export"))
 
     def operator_cost(self, device_id: int, request: OperatorCostRequest) -> OperatorCost:
-        body = request.model_dump(mode="json")
-        return OperatorCost.model_validate(self.request("POST", f"/v1/devices/{device_id}/operator-cost", json=body))
+        path = f"/v1/devices/{device_id}/operator-cost"
+        return OperatorCost.model_validate(self.request("POST", path, json=request.model_dump(mode="json")))
 
     def estimate(self, device_id: int, request: EstimateRequest) -> Estimate:
-        body = request.model_dump(mode="json")
-        return Estimate.model_validate(self.request("POST", f"/v1/devices/{device_id}/estimate", json=body))
+        path = f"/v1/devices/{device_id}/estimate"
+        return Estimate.model_validate(self.request("POST", path, json=request.model_dump(mode="json")))
 
     def validate_lut(self, lut_id: int, request: ValidationRequest | None = None) -> Job:
         body = (request or ValidationRequest()).model_dump(mode="json")
