@@ -20,7 +20,7 @@ from services.profiler import store
 from services.profiler.device import probe
 from services.profiler.limits import MEMORY_SHARE
 from services.profiler.models import utcnow
-from services.profiler.profiling import build_lut, error_summary, validate_lut
+from services.profiler.profiling import build_lut, validate_lut
 from shared.db import make_engine, make_sessionmaker, named_lock
 from shared.errors import ApiError
 from shared.schemas.lut import BuildRequest, Job, ValidationRequest
@@ -141,10 +141,12 @@ def _run(settings, engine, sessions, job_id, kind, request, lut_id, beat: Heartb
             raise ValueError(
                 f"LUT {lut_id} was measured on device {lut.device_id}, this is device {device_id}"
             )
-        results = validate_lut(lut, validation, settings, int(info.memory_bytes * MEMORY_SHARE), beat.update)
+        measurement = validate_lut(
+            lut, validation, settings, int(info.memory_bytes * MEMORY_SHARE), beat.update
+        )
         with sessions.begin() as session:
             validation_id = store.save_validation(
-                session, lut_id=lut.id, request=validation, results=results, summary=error_summary(results)
+                session, lut_id=lut.id, request=validation, measurement=measurement
             )
             _succeed(session, job_id, validation_id=validation_id)
 

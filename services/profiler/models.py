@@ -52,6 +52,7 @@ class LutRow(Base):
     operator_count: Mapped[int] = mapped_column(Integer)
     fixed: Mapped[dict[str, Any]] = mapped_column(JSON)  # a Measured: latency stats and costs
     activation_method: Mapped[str] = mapped_column(String(10))
+    clock: Mapped[str] = mapped_column(String(16))
     build_seconds: Mapped[float] = mapped_column(Float)
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -90,6 +91,7 @@ class ValidationRow(Base):
     seed: Mapped[int] = mapped_column(Integer)
     median_abs_error: Mapped[float] = mapped_column(Float)
     max_abs_error: Mapped[float] = mapped_column(Float)
+    drift: Mapped[float] = mapped_column(Float)
     architectures: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # ValidatedArchitecture dicts
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -17,7 +17,7 @@ import torch
 from services.profiler.costs import computed_activation_bytes, fixed_costs, static_costs, tokens
 from services.profiler.device import torch_device
 from services.profiler.lookup import estimate
-from services.profiler.measuring import Measurand, measure, peak_cuda_bytes
+from services.profiler.measuring import Clock, Measurand, measure, peak_cuda_bytes
 from shared.candidates import all_candidates
 from shared.model import Decoder
 from shared.operators import build_operator
@@ -55,6 +55,7 @@ class LutMeasurement:
     fixed: Measured
     entries: list[LutEntry]
     activation_method: str
+    clock: str
     build_seconds: float
 
 
@@ -142,16 +143,17 @@ def build_lut(request: BuildRequest, settings: Settings, on_progress: Progress) 
     for spec in specs:
         key = spec_hash(spec)
         latency = stats.get(key, NOT_TIMED)
-        costs = static_costs(spec, request, latency_ms=latency.median_ms, activation_bytes=activations[key])
+        costs = static_costs(spec, request, latency_ms=latency.p10_ms, activation_bytes=activations[key])
         entries.append(LutEntry(operator=spec, name=spec_name(spec), hash=key, latency=latency, costs=costs))
     fixed = Measured(
         latency=fixed_stats,
-        costs=fixed_costs(request, latency_ms=fixed_stats.median_ms, activation_bytes=activations[FIXED]),
+        costs=fixed_costs(request, latency_ms=fixed_stats.p10_ms, activation_bytes=activations[FIXED]),
     )
     return LutMeasurement(
         fixed=fixed,
         entries=entries,
         activation_method="measured" if device.type == "cuda" else "computed",
+        clock=Clock(device).kind,
         build_seconds=time.monotonic() - started,
     )
 
@@ -178,22 +180,45 @@ def models_per_group(lut: Lut, architectures: list[Architecture], memory_bytes: 
     return max(1, int(memory_bytes // largest))
 
 
+@dataclass(frozen=True)
+class ValidationMeasurement:
+    results: list[ValidatedArchitecture]
+    drift: float
+
+
+def reference_parts(lut: Lut) -> dict[str, OperatorSpec | None]:
+    """What validation re-times beside the models to see whether the device still runs at the LUT's
+    speed: the fixed part (None) and the teacher's two operators, which every LUT holds."""
+    shape = lut.shape
+    teachers = [teacher_operator(shape, "attention"), teacher_operator(shape, "mlp")]
+    return {FIXED: None} | {spec_hash(t): t for t in teachers}
+
+
 def validate_lut(
     lut: Lut, request: ValidationRequest, settings: Settings, memory_bytes: int, on_progress: Progress
-) -> list[ValidatedArchitecture]:
-    """Build random architectures as whole models, time them end to end, compare with the prediction."""
+) -> ValidationMeasurement:
+    """Build random architectures as whole models, time them end to end, compare with the prediction.
+
+    The reference parts run in the same rounds; drift is how much slower (+) or faster (-) they ran than
+    in the LUT: a device that changed speed since the build (clocks, load, thermals) shows there.
+    """
     torch.set_num_threads(settings.torch_threads)
     torch.manual_seed(0)
     device = torch_device(settings)
     architectures = random_architectures(lut, request.count, request.seed)
     group = models_per_group(lut, architectures, memory_bytes)
     bench = Bench(lut.key(), device)
+    references = reference_parts(lut)
+    then = lut.fixed.latency.p10_ms + sum(e.latency.p10_ms for e in lut.entries if e.hash in references)
     measured: list[Stats] = []
+    ratios: list[float] = []
     for start in range(0, len(architectures), group):
         chunk = architectures[start : start + group]
         done = start / len(architectures)
         on_progress(done, f"building models {start + 1}-{start + len(chunk)} of {len(architectures)}")
         measurands = {i: bench.model(a) for i, a in enumerate(chunk)}
+        measurands[FIXED] = bench.model(identity_architecture(lut.shape.num_layers))
+        measurands |= {key: bench.operator(spec) for key, spec in references.items() if spec is not None}
         stats = measure(
             measurands,
             device=device,
@@ -207,17 +232,18 @@ def validate_lut(
             ),
         )
         measured += [stats[i] for i in range(len(chunk))]
+        ratios.append(sum(stats[key].p10_ms for key in references) / then)
         del measurands
     results = []
     for architecture, stats in zip(architectures, measured, strict=True):
         predicted = estimate(lut, architecture).latency_ms
-        error = (predicted - stats.median_ms) / stats.median_ms
+        error = (predicted - stats.p10_ms) / stats.p10_ms
         results.append(
             ValidatedArchitecture(
                 architecture=architecture, predicted_ms=predicted, measured=stats, error=error
             )
         )
-    return results
+    return ValidationMeasurement(results=results, drift=statistics.fmean(ratios) - 1)
 
 
 def error_summary(results: list[ValidatedArchitecture]) -> tuple[float, float]:

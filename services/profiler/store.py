@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from services.profiler.device import DeviceInfo
 from services.profiler.models import DeviceRow, JobRow, LutEntryRow, LutRow, ValidationRow, utcnow
-from services.profiler.profiling import LutMeasurement
+from services.profiler.profiling import LutMeasurement, ValidationMeasurement, error_summary
 from shared.schemas.lut import (
     Device,
     Job,
@@ -22,7 +22,6 @@ from shared.schemas.lut import (
     LutKey,
     LutSummary,
     Measured,
-    ValidatedArchitecture,
     Validation,
     ValidationRequest,
 )
@@ -98,6 +97,7 @@ def save_lut(session: Session, *, device_id: int, key: LutKey, measurement: LutM
         "operator_count": len(measurement.entries),
         "fixed": measurement.fixed.model_dump(mode="json"),
         "activation_method": measurement.activation_method,
+        "clock": measurement.clock,
         "build_seconds": measurement.build_seconds,
         "measured_at": utcnow(),
     }
@@ -134,6 +134,7 @@ def _summary_fields(row: LutRow) -> dict[str, Any]:
         "dtype": row.dtype,
         "operator_count": row.operator_count,
         "activation_method": row.activation_method,
+        "clock": row.clock,
         "build_seconds": row.build_seconds,
         "measured_at": _aware(row.measured_at),
     }
@@ -147,7 +148,7 @@ def _entry(row: LutEntryRow) -> LutEntry:
         name=row.name,
         hash=row.spec_hash,
         latency=latency,
-        costs={"latency_ms": row.median_ms, **costs},
+        costs={"latency_ms": row.p10_ms, **costs},
     )
 
 
@@ -200,16 +201,17 @@ def save_validation(
     *,
     lut_id: int,
     request: ValidationRequest,
-    results: list[ValidatedArchitecture],
-    summary: tuple[float, float],
+    measurement: ValidationMeasurement,
 ) -> int:
+    median, worst = error_summary(measurement.results)
     row = ValidationRow(
         lut_id=lut_id,
-        count=len(results),
+        count=len(measurement.results),
         seed=request.seed,
-        median_abs_error=summary[0],
-        max_abs_error=summary[1],
-        architectures=[r.model_dump(mode="json") for r in results],
+        median_abs_error=median,
+        max_abs_error=worst,
+        drift=measurement.drift,
+        architectures=[r.model_dump(mode="json") for r in measurement.results],
     )
     session.add(row)
     session.flush()
@@ -224,6 +226,7 @@ def _validation(row: ValidationRow) -> Validation:
         seed=row.seed,
         median_abs_error=row.median_abs_error,
         max_abs_error=row.max_abs_error,
+        drift=row.drift,
         created_at=_aware(row.created_at),
         architectures=row.architectures,
     )

@@ -115,7 +115,10 @@ class Stats(_Schema):
 class Costs(_Schema):
     """The costs the search budgets. activation_bytes: peak bytes of the call's intermediates."""
 
-    latency_ms: float = Field(description="Median call time.")
+    latency_ms: float = Field(
+        description="The call's latency: the 10th percentile of its call times (interference only adds "
+        "time; the median and p90 are in the stats)."
+    )
     params: int
     weight_bytes: int
     kv_bytes_per_token: int = Field(description="KV-cache bytes each token adds, per sequence.")
@@ -145,6 +148,10 @@ class LutSummary(_Schema):
     operator_count: int
     activation_method: Literal["measured", "computed"] = Field(
         description="measured: CUDA allocator peak; computed: from tensor shapes (CPU)."
+    )
+    clock: Literal["thread_time", "perf_counter", "cuda_events"] = Field(
+        description="thread_time: the calling thread's CPU time (CPU, one torch thread); perf_counter: "
+        "wall time (CPU, several threads); cuda_events: GPU time between CUDA events."
     )
     build_seconds: float
     measured_at: datetime
@@ -232,7 +239,7 @@ class ValidatedArchitecture(_Schema):
     architecture: Architecture
     predicted_ms: float
     measured: Stats
-    error: float = Field(description="(predicted - measured) / measured.")
+    error: float = Field(description="(predicted - measured) / measured, both the LUT's latency (p10).")
 
 
 class Validation(_Schema):
@@ -242,6 +249,10 @@ class Validation(_Schema):
     seed: int
     median_abs_error: float
     max_abs_error: float
+    drift: float = Field(
+        description="How much slower (+) or faster (-) the device ran the fixed part and the teacher's "
+        "operators, timed beside the models, than when the LUT was built; the errors include it."
+    )
     created_at: datetime
     architectures: list[ValidatedArchitecture]
 

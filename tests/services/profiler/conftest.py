@@ -50,5 +50,6 @@ def hand_measurement(key, specs, latency_ms: float = 1.0):
         fixed=Measured(latency=stats, costs=fixed),
         entries=entries,
         activation_method="computed",
+        clock="thread_time",
         build_seconds=0.1,
     )

@@ -149,7 +149,6 @@ TINY = {"shape": "tiny", "length": 16}
         ({**TINY, "dtype": "float8"}, "body.dtype"),
         ({**TINY, "time_cap_s": 0}, "body.time_cap_s"),
         ({**TINY, "time_cap_s": 7201}, "time_cap_s"),  # over UNAST_PROFILER_MAX_JOB_S
-        ({"shape": "llama2-7b", "length": 4096}, "length"),  # hours on this CPU
         (
             {
                 "shape": "llama3-8b",
@@ -166,6 +165,19 @@ def test_bad_builds_are_422_naming_the_field_and_start_nothing(sqlite_settings, 
         assert r.status_code == 422, r.text
         fields = [d["field"] for d in r.json()["error"]["details"]]
         assert any(f.startswith(field) for f in fields), fields
+        assert http.get("/v1/jobs").json() == []
+
+
+def test_builds_that_would_take_too_long_are_refused(sqlite_settings):
+    # the small shape's pool at 2048 tokens: tens of seconds of minimum runs on this CPU, over a 5 s limit
+    settings = Settings(database_url=sqlite_settings.database_url, profiler_max_job_s=5)
+    with TestClient(create_app(settings)) as http:
+        r = http.post("/v1/luts", json={"shape": "small", "length": 2048, "time_cap_s": 1})
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "length"
+        assert "would take about" in r.json()["error"]["message"]
+        # llama3-8b at 8192 tokens: hours here, if it fits in memory at all
+        r = http.post("/v1/luts", json={"shape": "llama3-8b", "length": 8192, "time_cap_s": 1})
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] in ("length", "shape")
         assert http.get("/v1/jobs").json() == []
 
 

@@ -62,6 +62,7 @@ def lut() -> Lut:
         dtype=KEY.dtype,
         operator_count=len(SPECS),
         activation_method="computed",
+        clock="thread_time",
         build_seconds=1.0,
         measured_at=datetime.now(UTC),
         fixed=Measured(latency=stats(1.25), costs=fixed),

@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from services.profiler.measuring import Measurand, measure, median_ci_relative, stats_of
+from services.profiler.measuring import Measurand, measure, quantile_ci_relative, stats_of
 
 CPU = torch.device("cpu")
 
@@ -15,11 +16,14 @@ def test_stats_are_order_statistics_of_the_samples():
     assert math.isclose(stats.cv, math.sqrt(8.25) / 5.5)
 
 
-def test_median_interval_narrows_with_more_samples_and_is_zero_for_constant_ones():
-    assert median_ci_relative([1000] * 7) == math.inf  # too few to say
-    assert median_ci_relative([1000] * 50) == 0.0
+def test_quantile_interval_narrows_with_more_samples_and_is_zero_for_constant_ones():
+    assert quantile_ci_relative([1000] * 7) == math.inf  # too few to say
+    assert quantile_ci_relative([1000] * 50) == 0.0
     spread = [1000 + (i % 10) * 10 for i in range(40)]
-    assert median_ci_relative(spread * 10) < median_ci_relative(spread)
+    assert quantile_ci_relative(spread * 10) < quantile_ci_relative(spread)
+    # the median of 1..101 is 51; its interval spans the order statistics 50.5 -+ 1.96 sqrt(101) / 2,
+    # rounded outwards: the 41st and the 62nd
+    assert quantile_ci_relative(list(range(1, 102)), q=0.5) == pytest.approx((62 - 41) / (2 * 51))
 
 
 def test_every_measurand_gets_min_runs_and_reset_before_every_timed_call():

@@ -9,6 +9,7 @@ from services.profiler import store
 from services.profiler.device import DeviceInfo
 from services.profiler.main import MIGRATIONS, VERSION_TABLE
 from services.profiler.models import JobRow, LutEntryRow, LutRow, utcnow
+from services.profiler.profiling import ValidationMeasurement
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.schemas.lut import LutKey, ValidatedArchitecture, ValidationRequest
 from shared.schemas.operators import Architecture, IdentityOp, LinearOp, MLPOp
@@ -108,12 +109,14 @@ def test_validations_are_stored_with_their_architectures(sessions):
             measured=hand_measurement(KEY, []).fixed.latency,
             error=0.1,
         )
+        measurement = ValidationMeasurement(results=[result], drift=0.02)
         vid = store.save_validation(
-            s, lut_id=lut_id, request=ValidationRequest(seed=5), results=[result], summary=(0.1, 0.1)
+            s, lut_id=lut_id, request=ValidationRequest(seed=5), measurement=measurement
         )
     with sessions() as s:
         validation = store.get_validation(s, validation_id=vid)
         assert validation.architectures == [result] and validation.seed == 5 and validation.count == 1
+        assert (validation.median_abs_error, validation.max_abs_error, validation.drift) == (0.1, 0.1, 0.02)
         assert [v.id for v in store.list_validations(s, lut_id=lut_id)] == [vid]
         assert store.get_validation(s, validation_id=vid + 1) is None
 
