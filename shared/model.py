@@ -17,26 +17,24 @@ from torch import nn
 
 from shared.files import atomic_path
 from shared.operators import Identity, KVCache, build_operator, init_weights
-from shared.schemas.operators import Architecture, parse_slot_id
+from shared.schemas.operators import Architecture, parse_slot_id, slot_id
 from shared.schemas.shape import ModelShape
 
 ARCHITECTURE_KEY = "unast_architecture"
 
 
 class Block(nn.Module):
-    """x + attention(x), then + mlp(x): each slot an operator from the catalog."""
+    """One transformer block: its attention slot and its MLP slot, each an operator from the catalog."""
 
     def __init__(self, attention: nn.Module, mlp: nn.Module):
         super().__init__()
         self.attention = attention
         self.mlp = mlp
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        if not isinstance(self.attention, Identity):
-            x = x + self.attention(x, cache)
-        if not isinstance(self.mlp, Identity):
-            x = x + self.mlp(x)
-        return x
+
+def residual(op: nn.Module, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    """x + op(x): one slot applied to the residual stream (an identity slot costs nothing)."""
+    return x if isinstance(op, Identity) else x + op(x, cache)
 
 
 class Decoder(nn.Module):
@@ -57,12 +55,30 @@ class Decoder(nn.Module):
         if shape.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
 
+    def slots(self) -> list[tuple[str, nn.Module]]:
+        """(slot id, operator module) in model order: block0.attn, block0.mlp, block1.attn, ..."""
+        return [
+            (slot_id(i, slot_type), getattr(block, slot_type))
+            for i, block in enumerate(self.blocks)
+            for slot_type in ("attention", "mlp")
+        ]
+
+    def forward_slots(
+        self, x: torch.Tensor, start: int = 0, caches: list[KVCache | None] | None = None
+    ) -> torch.Tensor:
+        """The residual stream after every slot from index `start` on (slot 2i is block i's attention)."""
+        for index, (_, op) in enumerate(self.slots()[start:], start):
+            cache = caches[index // 2] if caches is not None and index % 2 == 0 else None
+            x = residual(op, x, cache)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm and LM head: residual stream to logits."""
+        return self.lm_head(self.norm(x))
+
     def forward(self, idx: torch.Tensor, caches: list[KVCache | None] | None = None) -> torch.Tensor:
         """Logits (batch, tokens, vocab). With caches, idx continues the cached sequence."""
-        x = self.embed(idx)
-        for i, block in enumerate(self.blocks):
-            x = block(x, caches[i] if caches is not None else None)
-        return self.lm_head(self.norm(x))
+        return self.head(self.forward_slots(self.embed(idx), 0, caches))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy (targets are idx shifted by one)."""

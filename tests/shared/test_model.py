@@ -129,3 +129,15 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
         Decoder(TINY).save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_running_from_a_slot_continues_the_teacher_exactly():
+    torch.manual_seed(0)
+    model = Decoder(TINY).eval()
+    idx = tokens(TINY)
+    with torch.no_grad():
+        x = model.embed(idx)
+        for index, (_, op) in enumerate(model.slots()):
+            if index == 3:
+                torch.testing.assert_close(model.head(model.forward_slots(x, start=3)), model(idx))
+            x = x + op(x)
