@@ -1,9 +1,10 @@
 """Building a LUT and validating it: operators, the fixed part and whole models, timed on the device.
 
-An operator is timed as its block runs it -- x + op(x), with its KV cache rewound to the regime's
-context before each call -- so that a whole model is the fixed part plus its operators. The fixed part
-is the model with every slot set to identity: embedding, the blocks' own overhead (the loop, the calls,
-the checks that skip identity slots), final norm and LM head. Identity costs nothing: blocks skip it.
+An operator is timed as the model runs it -- residual(op, x) = x + op(x), its KV cache rewound to the
+regime's context before each call -- so that a whole model is the fixed part plus its operators. The
+fixed part is the model with every slot set to identity: embedding, the model's own per-slot overhead
+(the loop over slots, the checks that skip identity slots), final norm and LM head. Identity costs
+nothing beyond that: the model skips it.
 """
 
 import random
@@ -19,7 +20,7 @@ from services.profiler.device import torch_device
 from services.profiler.lookup import estimate
 from services.profiler.measuring import Clock, Measurand, measure, peak_cuda_bytes
 from shared.candidates import all_candidates
-from shared.model import Decoder
+from shared.model import Decoder, residual
 from shared.operators import build_operator
 from shared.schemas.lut import (
     BuildRequest,
@@ -95,7 +96,9 @@ class Bench:
         def rewind() -> None:
             cache.length = self.cached
 
-        return Measurand(run=lambda: x + op(x, cache), reset=rewind if cache is not None else lambda: None)
+        return Measurand(
+            run=lambda: residual(op, x, cache), reset=rewind if cache is not None else lambda: None
+        )
 
     def model(self, architecture: Architecture) -> Measurand:
         model = Decoder(self.key.shape, architecture).to(device=self.device, dtype=self.dtype).eval()

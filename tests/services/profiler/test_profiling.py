@@ -13,8 +13,8 @@ from services.profiler.profiling import (
     validate_lut,
 )
 from shared.candidates import all_candidates
-from shared.model import Block, Decoder
-from shared.operators import Identity, build_operator, weight_bytes
+from shared.model import Decoder
+from shared.operators import build_operator, weight_bytes
 from shared.schemas.lut import BuildRequest, Lut, LutKey, shape_hash
 from shared.schemas.operators import AttentionOp, IdentityOp, MLPOp, fits, spec_hash
 from shared.settings import Settings
@@ -41,23 +41,24 @@ def lut_from(request: BuildRequest, measurement) -> Lut:
 
 
 @pytest.mark.parametrize("regime", ["prefill", "decode"])
-def test_an_operator_is_timed_as_its_block_runs_it(regime):
+def test_an_operator_is_timed_as_the_model_runs_it(regime):
     """x + op(x), with the KV cache rewound to the regime's context before every call."""
     key = LutKey(shape="tiny", regime=regime, length=12)
     bench = Bench(key, torch.device("cpu"))
     spec = AttentionOp(num_heads=2, num_kv_heads=1, head_dim=8)
+    model = Decoder(key.shape, identity_architecture(2))  # every other slot skipped
     torch.manual_seed(0)
     m = bench.operator(spec)
     torch.manual_seed(0)
-    block = Block(build_operator(spec, key.shape), Identity(IdentityOp(), key.shape))
-    cache = block.attention.new_cache(1, 13)
-    cache.length = 12 if regime == "decode" else 0
+    model.set_operator("block0.attn", build_operator(spec, key.shape), spec)
+    caches = model.new_caches(1, 13)
+    caches[0].length = 12 if regime == "decode" else 0
     with torch.inference_mode():
         m.reset()
         first = m.run()
         m.reset()
         again = m.run()  # the same call again, not one token further
-        expected = block(bench.x, cache)
+        expected = model.forward_slots(bench.x, 0, caches)
     assert first.shape == (1, 1 if regime == "decode" else 12, 64)
     torch.testing.assert_close(first, again)
     torch.testing.assert_close(first, expected)
