@@ -16,10 +16,9 @@ import argparse
 import os
 import statistics
 import time
-from datetime import UTC, datetime
 
-from services.profiler.profiling import build_lut, error_summary, validate_lut
-from shared.schemas.lut import BuildRequest, Lut, ValidationRequest, shape_hash
+from services.profiler.profiling import build_lut, error_summary, unsaved_lut, validate_lut
+from shared.schemas.lut import BuildRequest, ValidationRequest
 from shared.settings import Settings
 
 DEFAULT_LENGTHS = {"tiny": 128, "small": 256}
@@ -28,26 +27,6 @@ TARGET_MEDIAN, TARGET_WORST = 0.05, 0.10
 
 def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def as_lut(request: BuildRequest, measurement) -> Lut:
-    return Lut(
-        id=0,
-        device_id=0,
-        shape=request.shape,
-        shape_hash=shape_hash(request.shape),
-        regime=request.regime,
-        batch=request.batch,
-        length=request.length,
-        dtype=request.dtype,
-        operator_count=len(measurement.entries),
-        activation_method=measurement.activation_method,
-        clock=measurement.clock,
-        build_seconds=measurement.build_seconds,
-        measured_at=datetime.now(UTC),
-        fixed=measurement.fixed,
-        entries=measurement.entries,
-    )
 
 
 def runs(values: list[int]) -> str:
@@ -66,7 +45,7 @@ def bench(shape: str, length: int, args: argparse.Namespace, settings: Settings)
         f"(clock {measurement.clock}); runs per operator {runs(timed)}; fixed part "
         f"{measurement.fixed.latency.p10_ms:.3f} ms over {measurement.fixed.latency.runs} runs"
     )
-    lut = as_lut(request, measurement)
+    lut = unsaved_lut(request, measurement)
     started = time.monotonic()
     validation = ValidationRequest(count=args.count, seed=args.seed, time_cap_s=args.validate_cap_s)
     validated = validate_lut(lut, validation, settings, memory_bytes=2**40, on_progress=lambda _f, _m: None)

@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import torch
 
@@ -31,6 +32,7 @@ from shared.schemas.lut import (
     Stats,
     ValidatedArchitecture,
     ValidationRequest,
+    shape_hash,
 )
 from shared.schemas.operators import (
     Architecture,
@@ -58,6 +60,27 @@ class LutMeasurement:
     activation_method: str
     clock: str
     build_seconds: float
+
+
+def unsaved_lut(key: LutKey, measurement: LutMeasurement) -> Lut:
+    """A measurement as a LUT that is not stored (id and device 0): for benchmarks and dry runs."""
+    return Lut(
+        id=0,
+        device_id=0,
+        shape=key.shape,
+        shape_hash=shape_hash(key.shape),
+        regime=key.regime,
+        batch=key.batch,
+        length=key.length,
+        dtype=key.dtype,
+        operator_count=len(measurement.entries),
+        activation_method=measurement.activation_method,
+        clock=measurement.clock,
+        build_seconds=measurement.build_seconds,
+        measured_at=datetime.now(UTC),
+        fixed=measurement.fixed,
+        entries=measurement.entries,
+    )
 
 
 def measured_operators(request: BuildRequest) -> list[OperatorSpec]:

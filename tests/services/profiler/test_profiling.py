@@ -1,5 +1,3 @@
-from datetime import UTC, datetime
-
 import pytest
 import torch
 
@@ -10,34 +8,15 @@ from services.profiler.profiling import (
     identity_architecture,
     measured_operators,
     random_architectures,
+    unsaved_lut,
     validate_lut,
 )
 from shared.candidates import all_candidates
 from shared.model import Decoder
 from shared.operators import build_operator, weight_bytes
-from shared.schemas.lut import BuildRequest, Lut, LutKey, shape_hash
+from shared.schemas.lut import BuildRequest, LutKey
 from shared.schemas.operators import AttentionOp, IdentityOp, MLPOp, fits, spec_hash
 from shared.settings import Settings
-
-
-def lut_from(request: BuildRequest, measurement) -> Lut:
-    return Lut(
-        id=1,
-        device_id=1,
-        shape=request.shape,
-        shape_hash=shape_hash(request.shape),
-        regime=request.regime,
-        batch=request.batch,
-        length=request.length,
-        dtype=request.dtype,
-        operator_count=len(measurement.entries),
-        activation_method=measurement.activation_method,
-        clock=measurement.clock,
-        build_seconds=measurement.build_seconds,
-        measured_at=datetime.now(UTC),
-        fixed=measurement.fixed,
-        entries=measurement.entries,
-    )
 
 
 @pytest.mark.parametrize("regime", ["prefill", "decode"])
@@ -100,7 +79,7 @@ def test_build_measures_every_operator_and_the_fixed_part(build_request):
 
 def test_random_architectures_are_deterministic_and_use_fitting_lut_operators(build_request):
     m = build_lut(build_request, Settings(), lambda f, msg: None)
-    lut = lut_from(build_request, m)
+    lut = unsaved_lut(build_request, m)
     first, again = random_architectures(lut, 5, seed=3), random_architectures(lut, 5, seed=3)
     assert first == again and first != random_architectures(lut, 5, seed=4)
     measured = {e.operator for e in lut.entries}
@@ -110,7 +89,7 @@ def test_random_architectures_are_deterministic_and_use_fitting_lut_operators(bu
 
 def test_validation_times_whole_models_against_the_prediction(build_request, validation_request):
     m = build_lut(build_request, Settings(), lambda f, msg: None)
-    lut = lut_from(build_request, m)
+    lut = unsaved_lut(build_request, m)
     # memory for one model at a time: the groups mechanism is exercised too
     validated = validate_lut(
         lut, validation_request, Settings(), memory_bytes=1, on_progress=lambda f, msg: None
