@@ -14,6 +14,7 @@ import threading
 import traceback
 from dataclasses import dataclass
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from services.profiler import store
@@ -74,8 +75,13 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             status = self.status
-            with self.sessions.begin() as session:
-                store.heartbeat(session, job_id=self.job_id, progress=status.progress, message=status.message)
+            try:
+                with self.sessions.begin() as session:
+                    store.heartbeat(
+                        session, job_id=self.job_id, progress=status.progress, message=status.message
+                    )
+            except SQLAlchemyError as exc:  # a busy or lost database: try again next beat, keep measuring
+                print(f"job {self.job_id}: heartbeat not recorded: {exc}", file=sys.stderr, flush=True)
             if self.echo:
                 print(
                     f"job {self.job_id}: {status.progress:4.0%} {status.message}", file=sys.stderr, flush=True
