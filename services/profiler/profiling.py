@@ -100,6 +100,8 @@ class Bench:
 
     def __init__(self, key: LutKey, device: torch.device, seed: int = 0):
         self.key, self.device = key, device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # events and synchronisation act on the current device
         self.dtype = getattr(torch, key.dtype)
         self.new, self.cached = tokens(key)
         generator = torch.Generator().manual_seed(seed)
@@ -125,7 +127,7 @@ class Bench:
 
     def model(self, architecture: Architecture) -> Measurand:
         model = Decoder(self.key.shape, architecture).to(device=self.device, dtype=self.dtype).eval()
-        caches = [c for c in model.new_caches(self.key.batch, self.cached + self.new)]
+        caches = model.new_caches(self.key.batch, self.cached + self.new)
         idx = self.idx
 
         def rewind() -> None:
