@@ -259,7 +259,7 @@ class Validation(_Schema):
 
 class CostCandidate(_Schema):
     id: str = Field(description="spec_name of the operator.")
-    costs: dict[str, float]
+    costs: dict[str, int | float]
     reference: bool = Field(False, description="True on the teacher's operator.")
     operator: OperatorSpec
 
@@ -274,7 +274,7 @@ class CostTable(_Schema):
 
     lut_id: int
     device_id: int
-    fixed: dict[str, float] = Field(
+    fixed: dict[str, int | float] = Field(
         description="Costs outside the slots; subtract from whole-model budgets given as `max`."
     )
     slots: list[CostSlot]
