@@ -3,6 +3,7 @@
 Every field is documented in README.md's settings table; a test keeps the two in step.
 """
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +51,18 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="torch intra-op threads for measuring and training (fixed, never auto)."
     )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Log level.")
+    # profiler
+    profiler_device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="The torch device the profiler measures."
+    )
+    profiler_max_job_s: float = Field(
+        7200.0,
+        gt=0,
+        description="Longest a LUT build or validation may be estimated to take; longer is a 422.",
+    )
+    profiler_heartbeat_s: float = Field(
+        5.0, gt=0, le=3600, description="How often a running profiler job records its heartbeat and progress."
+    )
 
     # trainer
     trainer_heartbeat_s: float = Field(
@@ -90,6 +103,16 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return self
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as UNAST_ environment variables, for a child process to read back."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name == "api_token" and self.api_token is not None:
+                value = self.api_token.get_secret_value()
+            if value is not None:
+                env[ENV_PREFIX + name.upper()] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     def service_url(self, service: str) -> str:
         """Base URL of one service ('profiler', 'search' or 'trainer')."""
