@@ -69,13 +69,20 @@ def finish_job(
     worker: str,
     state: str,
     step: int,
+    steps: int | None,
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> bool:
     """Mark the job succeeded, failed or cancelled; False when it was no longer this worker's."""
     updated = session.execute(
         _mine(job_id, worker).values(
-            state=state, step=step, result=result, error=error, finished_at=utcnow(), heartbeat_at=utcnow()
+            state=state,
+            step=step,
+            steps=steps,
+            result=result,
+            error=error,
+            finished_at=utcnow(),
+            heartbeat_at=utcnow(),
         )
     )
     session.commit()

@@ -154,6 +154,7 @@ class Worker:
                     worker=self.name,
                     state=outcome,
                     step=step,
+                    steps=ctx.steps,
                     result=result,
                     error=None if outcome == "succeeded" else error,
                 )

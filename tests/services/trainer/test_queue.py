@@ -100,11 +100,13 @@ def test_only_the_owner_may_write_to_a_job(sessions):
     claim(sessions, "w2")
     with sessions() as session:  # w1 was slow, not dead: it comes back and finds the job gone
         assert not queue.heartbeat(session, job_id=job_id, worker="w1", step=3, steps=5)
-        assert not queue.finish_job(session, job_id=job_id, worker="w1", state="succeeded", step=5, result={})
+        assert not queue.finish_job(
+            session, job_id=job_id, worker="w1", state="succeeded", step=5, steps=5, result={}
+        )
         assert not queue.release_job(session, job_id=job_id, worker="w1", step=3)
         assert queue.heartbeat(session, job_id=job_id, worker="w2", step=2, steps=5)
         assert queue.finish_job(
-            session, job_id=job_id, worker="w2", state="succeeded", step=5, result={"a": 1}
+            session, job_id=job_id, worker="w2", state="succeeded", step=5, steps=5, result={"a": 1}
         )
         job = get_job(session, job_id=job_id)
         assert (job.state, job.result, job.worker, job.attempt) == ("succeeded", {"a": 1}, "w2", 2)
