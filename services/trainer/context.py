@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.trainer import queue
 from services.trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unshared
+from services.trainer.jobs import get_job
+from services.trainer.models import Job
 from shared.files import atomic_path
 from shared.settings import Settings
 
@@ -67,6 +69,11 @@ class JobContext:
             if queue.cancel_requested(session, job_id=self.job_id):
                 raise JobStopped("cancelled", f"cancel requested; stopped at step {step}")
 
+    def job(self, job_id: str) -> Job | None:
+        """Another job's row (e.g. the distill job a score job reads)."""
+        with self._sessions() as session:
+            return get_job(session, job_id=job_id)
+
     def log(self, message: str) -> None:
         """A line in the job's log (GET /v1/jobs/{id}/log)."""
         with self._sessions() as session:
@@ -81,7 +88,7 @@ class JobContext:
         *,
         step: int,
         model: Mapping[str, torch.Tensor],
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None = None,
         extra: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """Checkpoint after `step` steps; the job's spec is stored with it as its config."""
@@ -90,7 +97,7 @@ class JobContext:
             step=step,
             config=self.spec,
             model=model,
-            optimizer=optimizer.state_dict(),
+            optimizer=optimizer.state_dict() if optimizer else {"state": {}, "param_groups": []},
             extra=extra,
         )
 

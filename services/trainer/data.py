@@ -87,6 +87,13 @@ def dataset_texts(dataset: str) -> tuple[list[str], list[str]]:
     ]
 
 
+def job_tokens(dataset: str, teacher: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A job's (training, held-out) token streams: its dataset in the teacher's own tokenizer."""
+    tokenizer = Tokenizer.from_file(str(teacher / "tokenizer.json"))
+    train, heldout = dataset_texts(dataset)
+    return encode(tokenizer, train), encode(tokenizer, heldout)
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> Tokenizer:
     """A byte-level BPE (GPT-2 style: any byte string encodes, nothing is unknown)."""
     tokenizer = Tokenizer(models.BPE())
@@ -124,7 +131,8 @@ def encode(tokenizer: Tokenizer, texts: Iterable[str]) -> torch.Tensor:
     ids: list[int] = []
     for encoding in tokenizer.encode_batch(list(texts)):
         ids.extend(encoding.ids)
-        ids.append(eos)
+        if eos is not None:  # a foreign tokenizer may lack ours
+            ids.append(eos)
     return torch.tensor(ids, dtype=torch.long)
 
 

@@ -5,6 +5,7 @@ exist and have succeeded. Each problem is a 422 naming the field. Returns the sp
 resolved (absolute, symlinks followed), which is what gets stored and run.
 """
 
+import json
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -13,6 +14,8 @@ from services.trainer.jobs import get_job
 from services.trainer.paths import confine, input_roots
 from shared.errors import invalid
 from shared.schemas.jobs import DistillSpec, JobSpec, ScoreSpec
+from shared.schemas.operators import parse_slot_id
+from shared.schemas.shape import ModelShape
 from shared.settings import Settings
 
 BUILTIN_DATASETS = ("shakespeare",)
@@ -23,9 +26,10 @@ def check_inputs(spec: JobSpec, settings: Settings, session: Session) -> JobSpec
     match spec:
         case DistillSpec():
             teacher = _teacher(spec.teacher, settings)
-            # Checks that need the teacher's shape (slot ids within its layers, operator sizes it can
-            # inherit from) belong here, once the distill job is written: read config.json, then
-            # raise invalid("body.candidates", ...).
+            shape = _shape(teacher)
+            for slot in spec.candidates or {}:
+                if parse_slot_id(slot)[0] >= shape.num_layers:
+                    raise invalid(f"body.candidates.{slot}", f"the teacher has {shape.num_layers} blocks")
             return spec.model_copy(
                 update={"teacher": str(teacher), "dataset": _dataset(spec.dataset, settings)}
             )
@@ -54,7 +58,16 @@ def _teacher(path: str, settings: Settings) -> Path:
         raise invalid("body.teacher", f"{path} has no config.json (a Hugging Face model directory)")
     if not any(directory.glob("*.safetensors")):
         raise invalid("body.teacher", f"{path} has no *.safetensors weights (only safetensors are loaded)")
+    if not (directory / "tokenizer.json").is_file():
+        raise invalid("body.teacher", f"{path} has no tokenizer.json (the dataset is tokenised with it)")
     return directory
+
+
+def _shape(directory: Path) -> ModelShape:
+    try:
+        return ModelShape.from_hf_config(json.loads((directory / "config.json").read_text()))
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and ValidationError are ValueErrors
+        raise invalid("body.teacher", f"config.json is not a supported Llama config: {exc}") from None
 
 
 def _dataset(dataset: str, settings: Settings) -> str:

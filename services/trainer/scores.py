@@ -22,32 +22,48 @@ def _loss_sum(teacher: Decoder, x: torch.Tensor, targets: torch.Tensor) -> float
 
 
 @torch.no_grad()
+def batch_loss_sums(
+    teacher: Decoder, candidates: Students, idx: torch.Tensor, targets: torch.Tensor
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """One batch: the teacher's summed token loss, and each (slot, candidate)'s with that slot replaced.
+    The teacher's own operator is left out (its score is 0 by definition)."""
+    x = teacher.embed(idx)
+    entering = []  # the residual stream entering each slot
+    for _, op in teacher.slots():
+        entering.append(x)
+        x = residual(op, x)
+    teacher_sum = _loss_sum(teacher, x, targets)
+    sums: dict[str, dict[str, float]] = {}
+    for index, (slot, teacher_op) in enumerate(teacher.slots()):
+        for cid, module in candidates.get(slot, {}).items():
+            if module is not teacher_op:
+                out = teacher.forward_slots(residual(module, entering[index]), start=index + 1)
+                sums.setdefault(slot, {})[cid] = _loss_sum(teacher, out, targets)
+    return teacher_sum, sums
+
+
+def scores_from_sums(
+    candidates: Students, teacher_sum: float, sums: dict[str, dict[str, float]], tokens: int
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """(teacher's mean loss, slot -> candidate -> mean loss change) from summed token losses."""
+    teacher_loss = teacher_sum / tokens
+    scores = {slot: dict.fromkeys(modules, 0.0) for slot, modules in candidates.items()}
+    for slot, by_candidate in sums.items():
+        scores[slot].update({cid: total / tokens - teacher_loss for cid, total in by_candidate.items()})
+    return teacher_loss, scores
+
+
 def score_table(
     teacher: Decoder, candidates: Students, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
 ) -> tuple[float, dict[str, dict[str, float]]]:
     """(teacher's mean held-out loss, slot -> candidate id -> score). batches yield (idx, targets)."""
-    slot_index = {slot: index for index, (slot, _) in enumerate(teacher.slots())}
-    to_run = {  # the teacher's own operator is left out: its score is 0 by definition
-        slot: {cid: m for cid, m in modules.items() if m is not teacher.operator(slot)}
-        for slot, modules in candidates.items()
-    }
-    loss_sums = {slot: dict.fromkeys(modules, 0.0) for slot, modules in to_run.items()}
-    teacher_sum, tokens = 0.0, 0
+    teacher_sum, sums, tokens = 0.0, {}, 0
     for idx, targets in batches:
-        x = teacher.embed(idx)
-        entering = []  # the residual stream entering each slot
-        for _, op in teacher.slots():
-            entering.append(x)
-            x = residual(op, x)
-        teacher_sum += _loss_sum(teacher, x, targets)
+        batch_teacher, batch_sums = batch_loss_sums(teacher, candidates, idx, targets)
+        teacher_sum += batch_teacher
         tokens += targets.numel()
-        for slot, modules in to_run.items():
-            i = slot_index[slot]
-            for cid, module in modules.items():
-                out = teacher.forward_slots(residual(module, entering[i]), start=i + 1)
-                loss_sums[slot][cid] += _loss_sum(teacher, out, targets)
-    teacher_loss = teacher_sum / tokens
-    scores = {slot: dict.fromkeys(modules, 0.0) for slot, modules in candidates.items()}
-    for slot, sums in loss_sums.items():
-        scores[slot].update({cid: total / tokens - teacher_loss for cid, total in sums.items()})
-    return teacher_loss, scores
+        for slot, by_candidate in batch_sums.items():
+            for cid, value in by_candidate.items():
+                sums.setdefault(slot, {}).setdefault(cid, 0.0)
+                sums[slot][cid] += value
+    return scores_from_sums(candidates, teacher_sum, sums, tokens)

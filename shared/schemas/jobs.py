@@ -54,10 +54,12 @@ class DistillSpec(_JobSpec):
     kind: Literal["distill"] = "distill"
     teacher: Path = Field(description="Hugging Face Llama directory: config.json, *.safetensors, tokenizer.")
     dataset: Dataset = "shakespeare"
-    candidates: dict[str, list[OperatorSpec]] = Field(
+    candidates: dict[str, list[OperatorSpec]] | None = Field(
+        None,
         min_length=1,
         max_length=4096,
-        description="Slot id (block<N>.attn, block<N>.mlp) -> the candidate operators to learn for it.",
+        description="Slot id (block<N>.attn, block<N>.mlp) -> the candidate operators to learn for it. "
+        "Omitted: every slot of the teacher gets the default pool (shared/candidates.py).",
     )
     steps: int = Field(ge=1, le=10_000_000)
     batch_size: int = Field(8, ge=1, le=4096)
@@ -70,8 +72,10 @@ class DistillSpec(_JobSpec):
 
     @field_validator("candidates")
     @classmethod
-    def _slots_and_fit(cls, candidates: dict[str, list[OperatorSpec]]) -> dict[str, list[OperatorSpec]]:
-        for slot, specs in candidates.items():
+    def _slots_and_fit(
+        cls, candidates: dict[str, list[OperatorSpec]] | None
+    ) -> dict[str, list[OperatorSpec]] | None:
+        for slot, specs in (candidates or {}).items():
             _, slot_type = parse_slot_id(slot)  # ValueError -> 422 naming the field
             if not 1 <= len(specs) <= 256:
                 raise ValueError(f"{slot}: give between 1 and 256 candidates")

@@ -1,0 +1,185 @@
+"""Distillation and score jobs end to end on a small trained teacher: submitted over the API, run by
+a worker, resumed after SIGKILL with the same result as an uninterrupted run."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from services.trainer.paths import job_dir
+from services.trainer.worker import Worker
+from shared.candidates import candidates as default_candidates
+from shared.clients.base import ServiceError
+from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
+from shared.settings import Settings
+from tests.services.trainer.conftest import TEST_TEACHER, fast
+
+HANG_GUARD_S = 240  # only against a hang; nothing is timed
+
+
+def candidate_specs() -> dict:
+    attention = [
+        teacher_operator(TEST_TEACHER, "attention"),
+        IdentityOp(),
+        LinearOp(),
+        AttentionOp(num_heads=2, num_kv_heads=1, head_dim=8),
+    ]
+    mlp = [teacher_operator(TEST_TEACHER, "mlp"), IdentityOp(), LinearOp(), MLPOp(intermediate_size=48)]
+    return {
+        f"block{i}.{kind}": [s.model_dump() for s in (attention if kind == "attn" else mlp)]
+        for i in range(TEST_TEACHER.num_layers)
+        for kind in ("attn", "mlp")
+    }
+
+
+def distill_body(teacher_dir, **changes) -> dict:
+    body = {
+        "kind": "distill",
+        "teacher": str(teacher_dir),
+        "dataset": str(teacher_dir.parent / "dataset"),
+        "candidates": candidate_specs(),
+        "steps": 30,
+        "batch_size": 4,
+        "seq_len": 64,
+        "learning_rate": 1e-3,
+        "min_learning_rate": 1e-4,
+        "warmup": 5,
+        "checkpoint_every": 10,
+        "eval_batches": 4,
+    }
+    return body | changes
+
+
+def run_next(settings: Settings) -> bool:
+    return Worker(fast(settings)).run_next(threading.Event())
+
+
+def test_distill_then_score(settings, trainer, teacher_dir):
+    distill = trainer.submit(distill_body(teacher_dir))
+    assert run_next(settings)
+    done = trainer.job(distill.id)
+    assert done.state == "succeeded", trainer.log(distill.id).lines
+    result = trainer.result(distill.id).result
+    nmse = result["heldout_nmse"]
+    assert set(nmse) == {"block0.attn", "block0.mlp", "block1.attn", "block1.mlp"}
+    for slot, by_candidate in nmse.items():
+        teacher_id = "attn_h4_kv2_d16" if slot.endswith("attn") else "mlp_i176"
+        assert by_candidate[teacher_id] == 0.0
+        assert by_candidate["identity"] == pytest.approx(1.0)
+        smaller = "attn_h2_kv1_d8" if slot.endswith("attn") else "mlp_i48"
+        assert 0.0 < by_candidate[smaller] < 1.0  # it learned something of its teacher
+    assert [a.name for a in trainer.artifacts(distill.id)] == ["candidates"]
+
+    score = trainer.submit(
+        {
+            "kind": "score",
+            "distill_job": distill.id,
+            "dataset": distill.spec["dataset"],
+            "batch_size": 4,
+            "seq_len": 64,
+            "eval_batches": 3,
+            "checkpoint_every": 1,
+        }
+    )
+    assert run_next(settings)
+    scored = trainer.result(score.id).result
+    assert scored["teacher_loss"] > 0 and scored["tokens"] == 3 * 4 * 64
+    slots = {s["id"]: {c["id"]: c for c in s["candidates"]} for s in scored["slots"]}
+    for by_id in slots.values():
+        references = [c for c in by_id.values() if c["reference"]]
+        assert len(references) == 1 and references[0]["score"] == 0.0
+        assert by_id["identity"]["score"] > 0  # skipping a sublayer of a trained model costs loss
+        assert by_id["identity"]["operator"] == {"kind": "identity"}
+    # the search request's shape: every slot lists its candidates with a score
+    assert set(slots) == set(nmse)
+
+
+def test_default_candidates_fill_every_slot(sqlite_settings, sqlite_trainer, sqlite_teacher_dir):
+    body = distill_body(sqlite_teacher_dir, steps=2, warmup=0, checkpoint_every=5, eval_batches=1)
+    del body["candidates"]
+    job = sqlite_trainer.submit(body)
+    assert run_next(sqlite_settings)
+    operators = sqlite_trainer.result(job.id).result["operators"]
+    assert len(operators) == 2 * TEST_TEACHER.num_layers
+    assert len(operators["block1.mlp"]) == len(default_candidates(TEST_TEACHER, "mlp"))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"candidates": {"block7.attn": [{"kind": "linear"}]}}, "candidates.block7.attn"),
+        ({"candidates": {"block0.attn": [{"kind": "mlp", "intermediate_size": 8}]}}, "candidates"),
+        ({"candidates": {"block0.attn": [{"kind": "conv"}]}}, "candidates"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"teacher": "/etc"}, "teacher"),
+    ],
+)
+def test_bad_specs_are_422s_naming_the_field(sqlite_trainer, sqlite_teacher_dir, change, field):
+    body = distill_body(sqlite_teacher_dir) | change
+    with pytest.raises(ServiceError) as err:
+        sqlite_trainer.http.headers["content-type"] = "application/json"
+        sqlite_trainer.request("POST", "/v1/jobs", content=json.dumps(body, allow_nan=True))
+    assert err.value.status == 422
+    # pydantic puts the job kind in the path of its own checks (body.distill.learning_rate)
+    assert any(
+        d["field"].startswith(("body.", "body.distill.")) and f".{field}" in d["field"]
+        for d in err.value.details
+    )
+    assert sqlite_trainer.jobs().total == 0
+
+
+def test_a_teacher_without_a_tokenizer_is_refused(sqlite_trainer, sqlite_teacher_dir):
+    (sqlite_teacher_dir / "tokenizer.json").unlink()
+    with pytest.raises(ServiceError) as err:
+        sqlite_trainer.submit(distill_body(sqlite_teacher_dir))
+    assert err.value.status == 422 and "tokenizer.json" in err.value.message
+
+
+def worker_process(settings: Settings) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | settings.to_env()
+    return subprocess.Popen([sys.executable, "-m", "services.trainer.cli", "worker"], env=env)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_distillation_resumes_to_the_uninterrupted_result(settings, trainer, teacher_dir):
+    settings = fast(settings, trainer_stale_s=3.0)
+    body = distill_body(teacher_dir, steps=80, checkpoint_every=10)
+    killed_job = trainer.submit(body)
+    pointer = job_dir(settings, killed_job.id) / "checkpoint" / "checkpoint.json"
+    first = worker_process(settings)
+    deadline = time.monotonic() + HANG_GUARD_S
+    try:
+        while not (pointer.exists() and json.loads(pointer.read_text())["step"] >= 20):
+            assert first.poll() is None and time.monotonic() < deadline, "no step-20 checkpoint"
+            time.sleep(0.05)
+        first.kill()  # SIGKILL: no clean-up of any kind
+        first.wait()
+        assert trainer.job(killed_job.id).state == "running"
+        second = worker_process(settings)
+        try:
+            while trainer.job(killed_job.id).state != "succeeded":
+                assert time.monotonic() < deadline and second.poll() is None, trainer.log(killed_job.id).lines
+                time.sleep(0.1)
+        finally:
+            second.terminate()
+            second.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    resumed = trainer.job(killed_job.id)
+    assert resumed.attempt == 2
+    assert any(
+        line.message.startswith("resuming from") for line in trainer.log(killed_job.id, tail=500).lines
+    )
+
+    reference = trainer.submit(body)  # the same spec, run through without interruption
+    assert run_next(settings)
+    expected = trainer.result(reference.id).result["heldout_nmse"]
+    got = trainer.result(killed_job.id).result["heldout_nmse"]
+    for slot in expected:
+        for cid in expected[slot]:
+            assert got[slot][cid] == pytest.approx(expected[slot][cid], rel=1e-5, abs=1e-7), (slot, cid)
