@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         description="A job whose worker was lost this many times fails instead of re-queueing.",
     )
 
+    trainer_device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="The torch device jobs train on (torchrun with cuda: each rank takes cuda:LOCAL_RANK).",
+    )
+
     @field_validator("trainer_stale_s")
     @classmethod
     def _stale_after_heartbeats(cls, value: float, info: ValidationInfo) -> float:

@@ -1,4 +1,5 @@
-"""`unast-trainer`: serve the trainer API, run a job worker, or prepare the training data."""
+"""`unast-trainer`: serve the trainer API, run a job worker, prepare the training data, or distil from
+a spec file (alone or under torchrun)."""
 
 import argparse
 import json
@@ -19,6 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="tokenise the built-in corpus and print its figures")
     data.add_argument("--out", type=Path, help="folder for tokenizer.json and the token files")
     data.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
+    distill = sub.add_parser(
+        "distill", help="distil from a spec file without the queue (alone or under torchrun)"
+    )
+    distill.add_argument("--spec", type=Path, required=True, help="a distill job spec as JSON")
+    distill.add_argument(
+        "--out", type=Path, required=True, help="folder for checkpoints, weights, result.json"
+    )
     return parser
 
 
@@ -47,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         run_worker()
     elif args.command == "data":
         run_data(args.out, args.vocab_size)
+    elif args.command == "distill":
+        from services.trainer.local import distill_locally
+
+        distill_locally(args.spec, args.out, get_settings())
     else:
         from services.trainer.main import create_app
 

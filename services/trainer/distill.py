@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -95,7 +96,8 @@ def distill_step(
     """One optimisation step of every candidate on its slot's captured activations; returns the losses.
 
     Each candidate backpropagates alone (its graph freed at once), then one optimizer step updates
-    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate.
+    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate. Under
+    torchrun every rank distils its own batch and the gradients are averaged across ranks first.
     """
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, dict[str, float]] = {}
@@ -105,8 +107,22 @@ def distill_step(
             loss = loss_fn(t, module(x))
             loss.backward()
             losses.setdefault(slot, {})[cid] = loss.item()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        _average_gradients(parameters(students))
     optimizer.step()
     return losses
+
+
+def _average_gradients(params: list[nn.Parameter]) -> None:
+    """All-reduce every gradient as one flat buffer (one collective, not one per tensor)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 @torch.no_grad()

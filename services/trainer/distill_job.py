@@ -7,10 +7,12 @@ nothing), and the result: held-out normalised MSE per slot and candidate.
 """
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from services.trainer.checkpoint import restore_optimizer
@@ -59,16 +61,20 @@ def unflatten_into(students: Students, tensors: dict[str, torch.Tensor]) -> None
 
 
 def run_distill(ctx: JobContext) -> dict[str, Any]:
+    """The distillation loop. Alone, or one rank of several under torchrun (services/trainer/local.py):
+    every rank distils its own batches, gradients are averaged, rank 0 logs, checkpoints and saves."""
     spec = DistillSpec.model_validate(ctx.spec)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = job_device(ctx.settings)
     torch.manual_seed(spec.seed)
-    teacher = Decoder.from_pretrained(spec.teacher).eval().requires_grad_(False)
+    teacher = Decoder.from_pretrained(spec.teacher).to(device).eval().requires_grad_(False)
     train, heldout = job_tokens(spec.dataset, Path(spec.teacher))
-    data = torch.Generator().manual_seed(spec.seed)
+    data = torch.Generator().manual_seed(spec.seed + rank)
     calibration, _ = sample_batch(
         train, spec.batch_size, spec.seq_len, torch.Generator().manual_seed(spec.seed + 1)
     )
     specs = slot_candidates(spec, teacher)
-    trainable, fixed = build_students(teacher, specs, capture(teacher, calibration))
+    trainable, fixed = build_students(teacher, specs, capture(teacher, calibration.to(device)))
     optimizer = torch.optim.AdamW(
         parameters(trainable), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
     )
@@ -77,12 +83,14 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
     if (checkpoint := ctx.load_checkpoint()) is not None:
         unflatten_into(trainable, checkpoint.model)
         restore_optimizer(optimizer, checkpoint.optimizer)
-        data.set_state(checkpoint.extra["data_rng"])
+        data.set_state(checkpoint.extra[f"data_rng.{rank}"])
         start = checkpoint.step
     n_candidates = sum(len(m) for m in trainable.values())
-    ctx.log(
-        f"distilling {n_candidates} candidates in {len(trainable)} slots from step {start} of {spec.steps}"
-    )
+    if rank == 0:
+        ctx.log(
+            f"distilling {n_candidates} candidates in {len(trainable)} slots on {world} x {device}, "
+            f"from step {start} of {spec.steps}"
+        )
     for step in range(start, spec.steps):
         ctx.step(step, spec.steps)
         lr = learning_rate(
@@ -91,31 +99,45 @@ def run_distill(ctx: JobContext) -> dict[str, Any]:
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
-        losses = distill_step(trainable, optimizer, capture(teacher, idx), loss_fn)
-        if step % LOG_EVERY == 0 or step == spec.steps - 1:
+        losses = distill_step(trainable, optimizer, capture(teacher, idx.to(device)), loss_fn)
+        if rank == 0 and (step % LOG_EVERY == 0 or step == spec.steps - 1):
             mean = sum(v for by in losses.values() for v in by.values()) / max(1, n_candidates)
             ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f}")
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
-            ctx.save_checkpoint(
-                step=step + 1,
-                model=flatten(trainable),
-                optimizer=optimizer,
-                extra={"data_rng": data.get_state()},
-            )
+            rng = data_rng_states(data, world, device)  # a collective: every rank takes part
+            if rank == 0:
+                ctx.save_checkpoint(step=step + 1, model=flatten(trainable), optimizer=optimizer, extra=rng)
     ctx.step(spec.steps, spec.steps)
+    if rank != 0:
+        return {}
     held_out = heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches)
-    nmse = evaluate(
-        teacher, {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in specs}, [x for x, _ in held_out]
-    )
+    every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in specs}
+    nmse = evaluate(teacher, every, [x.to(device) for x, _ in held_out])
     operators = {
         slot: {spec_name(op): op.model_dump(mode="json") for op in ops} for slot, ops in specs.items()
     }
+    tensors = {k: v.cpu() for k, v in flatten(trainable).items()}
     ctx.save_artifact(
-        "candidates",
-        flatten(trainable),
-        {"teacher": spec.teacher, "operators": operators, "heldout_nmse": nmse},
+        "candidates", tensors, {"teacher": spec.teacher, "operators": operators, "heldout_nmse": nmse}
     )
-    return {"teacher": spec.teacher, "heldout_nmse": nmse, "operators": operators}
+    return {"teacher": spec.teacher, "heldout_nmse": nmse, "operators": operators, "world_size": world}
+
+
+def job_device(settings) -> torch.device:
+    """The settings' device; under torchrun on CUDA, this rank's own GPU."""
+    if settings.trainer_device.startswith("cuda") and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(settings.trainer_device)
+
+
+def data_rng_states(generator: torch.Generator, world: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's data RNG state, so each rank resumes its own batch stream."""
+    state = generator.get_state()
+    if world == 1:
+        return {"data_rng.0": state}
+    gathered = [torch.empty_like(state, device=device) for _ in range(world)]
+    dist.all_gather(gathered, state.to(device))
+    return {f"data_rng.{r}": s.cpu() for r, s in enumerate(gathered)}
 
 
 def load_candidates(artifact_dir: Path, teacher: Decoder) -> Students:
@@ -137,5 +159,5 @@ def load_candidates(artifact_dir: Path, teacher: Decoder) -> Students:
                 module.load_state_dict(
                     {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
                 )
-            students.setdefault(slot, {})[cid] = module.eval()
+            students.setdefault(slot, {})[cid] = module.to(teacher.embed.weight.device).eval()
     return students

@@ -26,7 +26,7 @@ def inherit(
     spec: OperatorSpec, teacher_op: nn.Module, shape: ModelShape, calibration: torch.Tensor
 ) -> nn.Module:
     """A candidate module for `spec` initialised from the teacher's operator of the same slot."""
-    student = build_operator(spec, shape).to(calibration.dtype)
+    student = build_operator(spec, shape).to(calibration.device, calibration.dtype)
     if isinstance(student, Identity):
         return student
     with torch.no_grad():
@@ -56,7 +56,7 @@ def _fit_linear(student: Linear, teacher_op: nn.Module, x: torch.Tensor) -> None
     h = teacher_op.norm(x).flatten(0, -2).double()
     target = teacher_op(x).flatten(0, -2).double()
     gram = h.T @ h
-    ridge = 1e-2 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    ridge = 1e-2 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     weight_t = torch.linalg.solve(gram + ridge, h.T @ target)
     student.proj.weight.copy_(weight_t.T)
 

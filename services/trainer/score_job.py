@@ -13,7 +13,7 @@ import torch
 
 from services.trainer.context import JobContext
 from services.trainer.data import heldout_batches, job_tokens
-from services.trainer.distill_job import load_candidates
+from services.trainer.distill_job import job_device, load_candidates
 from services.trainer.scores import batch_loss_sums, scores_from_sums
 from shared.model import Decoder
 from shared.schemas.jobs import DistillSpec, ScoreSpec
@@ -24,7 +24,8 @@ def run_score(ctx: JobContext) -> dict[str, Any]:
     spec = ScoreSpec.model_validate(ctx.spec)
     distill = ctx.job(spec.distill_job)
     teacher_dir = Path(DistillSpec.model_validate(distill.spec).teacher)
-    teacher = Decoder.from_pretrained(teacher_dir).eval().requires_grad_(False)
+    device = job_device(ctx.settings)
+    teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
     candidates = load_candidates(Path(distill.artifact_dir), teacher)
     _, heldout = job_tokens(spec.dataset, teacher_dir)
     batches = list(heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches))
@@ -42,7 +43,7 @@ def run_score(ctx: JobContext) -> dict[str, Any]:
         sums, start = checkpoint.extra["sums"], checkpoint.step
     for step in range(start, len(batches)):
         ctx.step(step, len(batches))
-        idx, targets = batches[step]
+        idx, targets = (t.to(device) for t in batches[step])
         teacher_sum, by_slot = batch_loss_sums(teacher, candidates, idx, targets)
         sums += torch.tensor(
             [teacher_sum] + [by_slot.get(s, {}).get(c, 0.0) for s, c in pairs], dtype=torch.float64
