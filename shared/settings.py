@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="torch intra-op threads for measuring and training (fixed, never auto)."
     )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Log level.")
+    # search
+    search_max_slots: int = Field(4096, ge=1, description="Most slots one search request may have.")
+    search_max_candidates: int = Field(
+        256, ge=1, description="Most candidates one slot of a search request may have."
+    )
+    search_max_k: int = Field(1000, ge=1, description="Largest k (architectures asked for) of a search.")
+    search_max_time_limit_s: float = Field(
+        600.0, gt=0, description="Largest time_limit_s a search or sweep request may ask for."
+    )
+    search_max_sweep_points: int = Field(200, ge=1, description="Most budget values one sweep may ask for.")
 
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> "Settings":
