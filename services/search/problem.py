@@ -27,6 +27,9 @@ class Problem:
     budgets: dict[str, float]  # budgeted cost -> max
     max_overlap: int  # O: a solution shares at most this many slot choices with each earlier one
 
+    def overlaps_hold(self, choice: np.ndarray, predecessors: list[np.ndarray]) -> bool:
+        return all(int(np.sum(choice == p)) <= self.max_overlap for p in predecessors)
+
     @property
     def num_slots(self) -> int:
         return len(self.slot_ids)
@@ -113,7 +116,8 @@ def build_problem(
         allowed=allowed,
         costs=costs,
         budgets=limits,
-        max_overlap=math.floor(max_overlap * len(slots)),
+        # Solutions always differ in at least one slot, even with max_overlap 1.
+        max_overlap=min(math.floor(max_overlap * len(slots)), len(slots) - 1),
     )
 
 
