@@ -1,9 +1,9 @@
-"""Eq. 3 and 4 as a HiGHS model over a subset of the candidates, built from arrays in one call.
+"""The LP relaxation of Eq. 3 and 4 as a HiGHS model over some candidates, built from arrays in one call.
 
-PuLP builds a model one Python object per variable; at 160 x 30 candidates that costs more than the
-solve itself, and the fast solver builds and re-solves models many times. So the fast path hands HiGHS
-(the solver PuLP also drives, via highspy) its arrays directly. Slots left with one candidate are
-fixed: they become constants of the objective and of each row's right-hand side.
+PuLP builds a model one Python object per variable, which at 320 x 30 candidates costs more than the
+LP solve itself, and the LP is re-solved for every solution; so the relaxation hands HiGHS (which PuLP
+also drives, via highspy) its arrays directly. Slots left with one candidate are fixed: they become
+constants of the objective and of each row's right-hand side.
 """
 
 from dataclasses import dataclass
@@ -24,13 +24,6 @@ class Columns:
     fixed_candidate: np.ndarray
     num_free: int  # the first num_free rows are the one-candidate-per-slot rows
 
-    def choice(self, num_slots: int, values: np.ndarray) -> np.ndarray:
-        choice = np.full(num_slots, -1)
-        choice[self.fixed_slot] = self.fixed_candidate
-        taken = values > 0.5
-        choice[self.slot[taken]] = self.candidate[taken]
-        return choice
-
 
 def budget_scale(limit: float) -> float:
     """Budget rows are divided by their limit, so solver tolerances are relative to it."""
@@ -41,14 +34,12 @@ def new_highs(time_limit_s: float) -> highspy.Highs:
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)  # deterministic, and the machine is shared
-    h.setOptionValue("primal_feasibility_tolerance", 1e-9)
-    h.setOptionValue("mip_feasibility_tolerance", 1e-9)
     h.setOptionValue("time_limit", max(time_limit_s, 1e-3))
     return h
 
 
 def build(
-    problem: Problem, predecessors: list[np.ndarray], mask: np.ndarray, *, integer: bool
+    problem: Problem, predecessors: list[np.ndarray], mask: np.ndarray
 ) -> tuple[highspy.HighsLp, Columns]:
     count = mask.sum(axis=1)
     free = np.flatnonzero(count > 1)
@@ -98,6 +89,4 @@ def build(
     lp.a_matrix_.start_ = np.searchsorted(entries[order], np.arange(num + 1)).astype(np.int32)
     lp.a_matrix_.index_ = rows[order].astype(np.int32)
     lp.a_matrix_.value_ = values[order]
-    if integer:
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * num
     return lp, cols

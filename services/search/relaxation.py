@@ -19,7 +19,7 @@ class Relaxation:
     def __init__(self, problem: Problem):
         self.problem = problem
         self.predecessors: list[np.ndarray] = []
-        lp, self.columns = build(problem, [], problem.allowed, integer=False)
+        lp, self.columns = build(problem, [], problem.allowed)
         self.highs = new_highs(1.0)
         self.highs.passModel(lp)
 

@@ -1,43 +1,55 @@
 """K diverse architectures, each proven within the gap given those before it (paper Eq. 3 and 4).
 
 Per solution:
-1. The LP relaxation (warm, one row added per solution) gives row multipliers; from them a Lagrangian
-   lower bound and every candidate's reduced cost (relaxation.py). With few side rows the LP is nearly
-   integral: only about one slot per binding row is fractional.
-2. Neighbourhood: a small MIP that keeps the LP's integral slots and lets only the fractional slots
-   choose among their near-zero reduced-cost candidates, stopping at the first solution already within
-   the gap of the bound. This usually settles a solution in milliseconds.
-3. Otherwise the core: any architecture using a candidate whose reduced cost exceeds delta scores more
-   than bound + delta, so a MIP over the candidates with reduced cost <= delta, with delta the
-   incumbent's excess over the bound, holds every better architecture. Its bound (capped at
-   bound + delta) is proven for the whole problem; delta grows until the gap is proven.
+1. The LP relaxation (HiGHS, kept warm, one row added per solution) gives row multipliers; from them a
+   Lagrangian lower bound and every candidate's reduced cost (relaxation.py). With few side rows the
+   LP is nearly integral: about one slot per binding row is fractional.
+2. Round the LP and repair it into an architecture meeting every row (repair.py, no solver). Most
+   first solutions end here: already within the gap of the bound.
+3. Otherwise the core: an architecture using a candidate whose reduced cost exceeds delta scores more
+   than bound + delta, so with delta = incumbent - bound, the candidates with reduced cost <= delta hold
+   every better architecture. That MIP (PuLP, CBC), warm-started from the incumbent and a few times
+   smaller than the whole model, is solved to the gap; its proof holds for the whole problem.
 The bound of solution k is never below that of solution k-1 (its feasible set is a subset).
-A request's time limit caps every step; what was found is kept with its proven bound.
+Each solution gets a share of the time left; one that runs out of it keeps its best architecture with
+its proven bound (optimal false) and the search goes on. The request's time limit caps everything.
 """
 
 import time
 
 import numpy as np
 
-from services.search.core import solve_core
+from services.search.ilp import solve_core
 from services.search.outcome import Found, Outcome, within_gap
 from services.search.problem import Problem
 from services.search.relaxation import Relaxation, lagrangian
 from services.search.repair import repair
 
+MIN_SHARE_S = 0.2  # the least time one solution may take while the request's time lasts
+
 
 def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float) -> Outcome:
-    deadline = time.monotonic() + time_limit_s
+    started = time.monotonic()
+    deadline = started + time_limit_s
     relaxation = Relaxation(problem)
     outcome = Outcome("complete")
     floor = 0.0  # scores are >= 0
     while len(outcome.found) < k:
-        status, found = next_solution(problem, relaxation, floor, gap=gap, deadline=deadline)
+        now = time.monotonic()
+        if now >= deadline:
+            outcome.status = "time_limit"
+            break
+        # A fair share of the time left (early solutions are quick and leave more to later ones): one
+        # hard solution keeps its best architecture and proven bound rather than starving the rest.
+        cap = max(MIN_SHARE_S, (deadline - now) / (k - len(outcome.found)))
+        status, found = next_solution(problem, relaxation, floor, gap=gap, deadline=min(deadline, now + cap))
+        if found is None and status == "time_limit":  # no architecture yet: take all the time left
+            status, found = next_solution(problem, relaxation, floor, gap=gap, deadline=deadline)
         if found is not None:
             outcome.found.append(found)
             floor = found.bound
             relaxation.add_overlap_row(found.choice)
-        if status != "optimal" or found is None:
+        else:
             outcome.status = "exhausted" if status == "infeasible" else "time_limit"
             break
     return outcome
@@ -53,77 +65,36 @@ def next_solution(
         return status, None
     bound, reduced = lagrangian(problem, predecessors, multipliers)
     bound = max(bound, floor)
-    tolerance = gap * abs(bound) + 1e-9 * max(1.0, abs(bound))
-    best = None
+    tolerance = gap * abs(bound)
 
-    # First without a solver: round the LP and repair it; then MIP neighbourhoods, smallest first: the
-    # LP's fractional slots only, then every candidate whose reduced cost is within the gap. Each stops
-    # at its first architecture within the gap of the bound.
     near = problem.allowed & ((reduced <= tolerance) | (x > 1e-9))
-    best = _better(problem, best, repair(problem, predecessors, x, near))
+    best = _checked(problem, repair(problem, predecessors, x, near))
     if best is not None and within_gap(problem.objective(best), bound, gap):
         return "optimal", Found(best, problem.objective(best), bound, True)
-    fractional = ((x > 1e-9) & (x < 1 - 1e-9)).any(axis=1)
-    for neighbourhood, seconds in ((np.where(fractional[:, None], near, x > 0.5), 0.25), (near, None)):
-        left = deadline - time.monotonic()
-        left = left if seconds is None else min(seconds, left)
-        result = solve_core(
-            problem,
-            predecessors,
-            neighbourhood,
-            gap=gap,
-            time_limit_s=left,
-            stop_at=bound + tolerance,
-            start=best,
-        )
-        best = _better(problem, best, result.choice)
-        if best is not None and within_gap(problem.objective(best), bound, gap):
-            return "optimal", Found(best, problem.objective(best), bound, True)
 
-    delta = tolerance if best is None else max(problem.objective(best) - bound, tolerance)
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        core = problem.allowed & (reduced <= delta + 1e-12 * max(1.0, abs(bound)))
-        whole = bool(np.array_equal(core, problem.allowed))
-        result = solve_core(problem, predecessors, core, gap=gap, time_limit_s=left, start=best)
-        if result.status == "infeasible":
-            if whole:
-                return (
-                    ("infeasible", None) if best is None else ("optimal", _found(problem, best, bound, gap))
-                )
-            delta = max(8 * delta, 1e-6)
-            continue
-        core_bound = result.bound if whole else min(result.bound, bound + delta)
-        bound = max(bound, core_bound)
-        best = _better(problem, best, result.choice)
-        if best is not None and (
-            within_gap(problem.objective(best), bound, gap) or result.status != "optimal"
-        ):
-            break
-        if best is None:  # a time limit without any solution
-            return "time_limit", None
-        if whole:
-            break
-        delta = max(problem.objective(best) - bound + delta, 2 * delta)
+    if best is None:
+        core = problem.allowed
+    else:  # a little slack so that float rounding never drops a candidate on the edge
+        delta = problem.objective(best) - bound
+        core = problem.allowed & (reduced <= delta + 1e-9 * max(1.0, abs(bound)))
+    result = solve_core(
+        problem, predecessors, core, gap_abs=tolerance, time_limit_s=deadline - time.monotonic(), start=best
+    )
+    if result.status == "infeasible" and best is None:
+        return "infeasible", None
+    if result.choice is not None:
+        choice = _checked(problem, result.choice)
+        if best is None or problem.objective(choice) < problem.objective(best):
+            best = choice
     if best is None:
         return "time_limit", None
-    found = _found(problem, best, bound, gap)
+    objective = problem.objective(best)
+    bound = min(max(bound, result.bound), objective)
+    found = Found(best, objective, bound, within_gap(objective, bound, gap))
     return ("optimal" if found.optimal else "time_limit"), found
 
 
-def _found(problem: Problem, choice: np.ndarray, bound: float, gap: float) -> Found:
-    objective = problem.objective(choice)
-    bound = min(bound, objective)
-    return Found(choice, objective, bound, within_gap(objective, bound, gap))
-
-
-def _better(problem: Problem, best: np.ndarray | None, choice: np.ndarray | None) -> np.ndarray | None:
-    if choice is None:
-        return best
-    if not problem.within_budgets(choice):
-        raise RuntimeError("the MIP returned an architecture over budget")  # a solver tolerance bug
-    if best is None or problem.objective(choice) < problem.objective(best):
-        return choice
-    return best
+def _checked(problem: Problem, choice: np.ndarray | None) -> np.ndarray | None:
+    if choice is not None and not problem.within_budgets(choice):
+        raise RuntimeError("a solver returned an architecture over budget")  # a tolerance bug, never silent
+    return choice
