@@ -18,13 +18,10 @@ class Rows:
 
     def __init__(self, problem: Problem, predecessors: list[np.ndarray], mask: np.ndarray):
         self.problem, self.mask = problem, mask
-        self.costs = np.stack(
-            [problem.costs[n] / budget_scale(b) for n, b in problem.budgets.items()]
-            + [np.zeros_like(problem.scores)][: 0 if problem.budgets else 1]
-        )
-        self.limits = np.array(
-            [b / budget_scale(b) for b in problem.budgets.values()] + [np.inf][: 0 if problem.budgets else 1]
-        )
+        names = list(problem.budgets)
+        self.costs = np.array([problem.costs[n] / budget_scale(problem.budgets[n]) for n in names])
+        self.costs = self.costs.reshape(len(names), *problem.scores.shape)
+        self.limits = np.array([problem.budgets[n] / budget_scale(problem.budgets[n]) for n in names])
         self.previous = np.array(predecessors, dtype=int).reshape(len(predecessors), problem.num_slots)
 
     def usage(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +50,7 @@ def repair(
         over = np.concatenate(
             [(used - rows.limits) / np.maximum(rows.limits, 1e-12), (shared - overlap_limit) / 1.0]
         )
-        if over.max() <= 1e-12:
+        if over.size == 0 or over.max() <= 1e-12:
             return _improve(problem, rows, choice)
         worst = int(over.argmax())
         d_score, d_cost, d_overlap = rows.deltas(choice)

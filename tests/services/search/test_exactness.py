@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from services.search.ilp import search_cbc
 from services.search.problem import build_problem
 from services.search.solver import search_problem
+from services.search.synthetic import synthetic_budgets, synthetic_slots
 from shared.schemas.search import Budget, Candidate, Slot
 from shared.settings import Settings
 
@@ -109,3 +110,13 @@ def test_same_request_same_answer(solver, request):
     runs = [SOLVERS[solver](problem, k=request["k"], gap=request["gap"], time_limit_s=60) for _ in range(2)]
     assert [tuple(f.choice) for f in runs[0].found] == [tuple(f.choice) for f in runs[1].found]
     assert runs[0].status == runs[1].status
+
+
+def test_fast_solver_matches_cbc_beyond_brute_force_size():
+    """A synthetic 24 x 8 instance (8^24 architectures): both exact solvers agree on the optimum."""
+    problem = build_problem(synthetic_slots(24, 8), synthetic_budgets(), max_overlap=0.7, settings=Settings())
+    fast = search_problem(problem, k=3, gap=0.0, time_limit_s=60)
+    cbc = search_cbc(problem, k=1, gap=0.0, time_limit_s=60)
+    assert fast.status == "complete" and all(f.optimal for f in fast.found)
+    assert fast.found[0].objective == pytest.approx(cbc.found[0].objective, rel=1e-9)
+    assert [f.objective for f in fast.found] == sorted(f.objective for f in fast.found)
