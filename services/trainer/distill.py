@@ -1,0 +1,128 @@
+"""Layer-wise distillation (the paper's Stage 1): every candidate learns to mimic its teacher sublayer.
+
+One teacher pass per batch captures every slot's input x and output t = f(x); each candidate s of
+that slot then trains on (x, t) alone -- (attention candidates + MLP candidates) x layers independent
+problems, all in the same step. The default loss is the normalised MSE of SquareHead,
+MSE(t, s) / MSE(t, 0), under which the identity candidate scores exactly 1.
+
+The flat training loop lives in the distillation job; this module holds its parts.
+"""
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from services.trainer.inherit import inherit
+from shared.model import Decoder
+from shared.operators import Identity
+from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name
+
+Activations = dict[str, tuple[torch.Tensor, torch.Tensor]]  # slot -> (input x, teacher output t)
+Students = dict[str, dict[str, nn.Module]]  # slot -> candidate id -> module
+
+
+def nmse(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-12)
+
+
+def cosine(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return 1 - F.cosine_similarity(s, t, dim=-1).mean()
+
+
+LOSSES = {"nmse": nmse, "mse": F.mse_loss, "l1": F.l1_loss, "cosine": cosine}
+
+
+@torch.no_grad()
+def capture(teacher: Decoder, idx: torch.Tensor) -> Activations:
+    """Run the teacher once; return every slot's input and output (hooks on the slot modules)."""
+    activations: Activations = {}
+    hooks = [
+        op.register_forward_hook(
+            lambda _m, args, out, slot=slot: activations.__setitem__(slot, (args[0], out))
+        )
+        for slot, op in teacher.slots()
+    ]
+    try:
+        teacher.forward_slots(teacher.embed(idx))  # the LM head is not needed
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return activations
+
+
+def build_students(
+    teacher: Decoder, candidates: dict[str, list[OperatorSpec]], calibration: Activations
+) -> tuple[Students, Students]:
+    """(trainable, fixed) candidate modules per slot, keyed by candidate id.
+
+    Trainable ones start from the teacher's weights (see inherit.py); the teacher's own operator
+    (the teacher's module itself, not a copy) and the identity need no training and are fixed.
+    """
+    trainable: Students = {}
+    fixed: Students = {}
+    for slot, specs in candidates.items():
+        _, slot_type = parse_slot_id(slot)
+        teacher_op = teacher.operator(slot)
+        for spec in specs:
+            if is_teacher(spec, teacher.shape, slot_type):
+                fixed.setdefault(slot, {})[spec_name(spec)] = teacher_op
+            elif spec.kind == "identity":
+                fixed.setdefault(slot, {})[spec_name(spec)] = Identity(spec, teacher.shape)
+            else:
+                module = inherit(spec, teacher_op, teacher.shape, calibration[slot][0])
+                trainable.setdefault(slot, {})[spec_name(spec)] = module
+    return trainable, fixed
+
+
+def parameters(students: Students) -> list[nn.Parameter]:
+    return [p for modules in students.values() for m in modules.values() for p in m.parameters()]
+
+
+def learning_rate(step: int, *, steps: int, lr: float, min_lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to min_lr (the paper's Table 6 schedule)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def distill_step(
+    students: Students, optimizer: torch.optim.Optimizer, activations: Activations, loss_fn
+) -> dict[str, dict[str, float]]:
+    """One optimisation step of every candidate on its slot's captured activations; returns the losses.
+
+    Each candidate backpropagates alone (its graph freed at once), then one optimizer step updates
+    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    losses: dict[str, dict[str, float]] = {}
+    for slot, modules in students.items():
+        x, t = activations[slot]
+        for cid, module in modules.items():
+            loss = loss_fn(t, module(x))
+            loss.backward()
+            losses.setdefault(slot, {})[cid] = loss.item()
+    optimizer.step()
+    return losses
+
+
+@torch.no_grad()
+def evaluate(
+    teacher: Decoder, students: Students, batches: Iterable[torch.Tensor]
+) -> dict[str, dict[str, float]]:
+    """Held-out normalised MSE per slot and candidate: sum |t - s|^2 / sum |t|^2 over all tokens."""
+    error: dict[str, dict[str, float]] = {slot: dict.fromkeys(m, 0.0) for slot, m in students.items()}
+    energy: dict[str, float] = dict.fromkeys(students, 0.0)
+    for idx in batches:
+        activations = capture(teacher, idx)
+        for slot, modules in students.items():
+            x, t = activations[slot]
+            energy[slot] += t.double().pow(2).sum().item()
+            for cid, module in modules.items():
+                error[slot][cid] += (t - module(x)).double().pow(2).sum().item()
+    return {
+        slot: {cid: e / max(energy[slot], 1e-30) for cid, e in errs.items()} for slot, errs in error.items()
+    }

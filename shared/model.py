@@ -1,0 +1,204 @@
+"""The heterogeneous Llama-family decoder: every block's slots hold whatever operator the architecture says.
+
+The teacher is the special case where every slot holds the teacher's own operator. Checkpoints are
+Hugging Face directories (config.json + safetensors): a teacher's loads in `transformers`'
+LlamaForCausalLM unchanged; a compressed model's config.json adds its architecture under
+`unast_architecture`. Only safetensors are read, never pickles, and no remote code runs.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from shared.files import atomic_path
+from shared.operators import Identity, KVCache, build_operator, init_weights
+from shared.schemas.operators import Architecture, parse_slot_id, slot_id
+from shared.schemas.shape import ModelShape
+
+ARCHITECTURE_KEY = "unast_architecture"
+
+
+class Block(nn.Module):
+    """One transformer block: its attention slot and its MLP slot, each an operator from the catalog."""
+
+    def __init__(self, attention: nn.Module, mlp: nn.Module):
+        super().__init__()
+        self.attention = attention
+        self.mlp = mlp
+
+
+def residual(op: nn.Module, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    """x + op(x): one slot applied to the residual stream (an identity slot costs nothing)."""
+    return x if isinstance(op, Identity) else x + op(x, cache)
+
+
+class Decoder(nn.Module):
+    def __init__(self, shape: ModelShape, architecture: Architecture | None = None):
+        super().__init__()
+        architecture = architecture or Architecture.teacher(shape)
+        architecture.check_shape(shape)
+        self.shape = shape
+        self.architecture = architecture
+        self.embed = nn.Embedding(shape.vocab_size, shape.hidden_size)
+        self.blocks = nn.ModuleList(
+            Block(build_operator(layer.attention, shape), build_operator(layer.mlp, shape))
+            for layer in architecture.layers
+        )
+        self.norm = nn.RMSNorm(shape.hidden_size, eps=shape.rms_norm_eps)
+        self.lm_head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
+        init_weights(self)
+        if shape.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def slots(self) -> list[tuple[str, nn.Module]]:
+        """(slot id, operator module) in model order: block0.attn, block0.mlp, block1.attn, ..."""
+        return [
+            (slot_id(i, slot_type), getattr(block, slot_type))
+            for i, block in enumerate(self.blocks)
+            for slot_type in ("attention", "mlp")
+        ]
+
+    def forward_slots(
+        self, x: torch.Tensor, start: int = 0, caches: list[KVCache | None] | None = None
+    ) -> torch.Tensor:
+        """The residual stream after every slot from index `start` on (slot 2i is block i's attention)."""
+        for index, (_, op) in enumerate(self.slots()[start:], start):
+            cache = caches[index // 2] if caches is not None and index % 2 == 0 else None
+            x = residual(op, x, cache)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm and LM head: residual stream to logits."""
+        return self.lm_head(self.norm(x))
+
+    def forward(self, idx: torch.Tensor, caches: list[KVCache | None] | None = None) -> torch.Tensor:
+        """Logits (batch, tokens, vocab). With caches, idx continues the cached sequence."""
+        return self.head(self.forward_slots(self.embed(idx), 0, caches))
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy (targets are idx shifted by one)."""
+        logits = self(idx)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    def new_caches(self, batch: int, max_len: int) -> list[KVCache | None]:
+        """One KV cache per block whose attention slot keeps one (None where it does not)."""
+        return [
+            b.attention.new_cache(batch, max_len) if hasattr(b.attention, "new_cache") else None
+            for b in self.blocks
+        ]
+
+    def operator(self, slot: str) -> nn.Module:
+        layer, slot_type = parse_slot_id(slot)
+        return getattr(self.blocks[layer], slot_type)
+
+    def set_operator(self, slot: str, module: nn.Module, spec) -> None:
+        """Put a (trained) candidate into one slot; the architecture follows."""
+        layer, slot_type = parse_slot_id(slot)
+        setattr(self.blocks[layer], slot_type, module)
+        self.architecture = self.architecture.replace(slot, spec)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def is_teacher(self) -> bool:
+        return self.architecture == Architecture.teacher(self.shape)
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under Hugging Face Llama names (contiguous, untied copies)."""
+        state = {to_hf_name(k): v.detach().contiguous() for k, v in self.state_dict().items()}
+        if self.shape.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        return state
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write model.safetensors, then config.json, each atomically (temp file, then rename)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.shape.to_hf_config()
+        config["torch_dtype"] = str(self.embed.weight.dtype).removeprefix("torch.")
+        if not self.is_teacher():
+            config[ARCHITECTURE_KEY] = self.architecture.model_dump(mode="json")
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(self.hf_state_dict(), tmp, metadata={"format": "pt"})
+        with atomic_path(directory / "config.json") as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32) -> "Decoder":
+        """Load a Hugging Face Llama directory (or a UNAST export) from safetensors only."""
+        directory = Path(directory)
+        config = json.loads((directory / "config.json").read_text())
+        shape = ModelShape.from_hf_config(config)
+        architecture = (
+            Architecture.model_validate(config[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in config else None
+        )
+        with torch.device("meta"):  # no time spent initialising weights about to be overwritten
+            model = cls(shape, architecture)
+        model.to_empty(device="cpu")
+        state = {from_hf_name(k): v for k, v in read_safetensors(directory).items()}
+        if shape.tie_word_embeddings:
+            state.setdefault("lm_head.weight", state["embed.weight"])
+        model.load_state_dict(state, strict=True)
+        for module in model.modules():  # buffers derived from the shape are not in the checkpoint
+            if hasattr(module, "reset_buffers"):
+                module.reset_buffers()
+        if shape.tie_word_embeddings:
+            model.lm_head.weight = model.embed.weight
+        return model.to(dtype)
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a model directory: model.safetensors or shards listed in its index."""
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state |= load_file(directory / Path(shard).name)
+        return state
+    single = directory / "model.safetensors"
+    if not single.exists():
+        raise FileNotFoundError(
+            f"{directory}: no model.safetensors (only safetensors checkpoints are loaded)"
+        )
+    return load_file(single)
+
+
+# Our module names <-> Hugging Face Llama names. A slot's RMSNorm lives in its operator here and
+# beside it in Hugging Face; a linear operator's weight is named <slot module>.proj.
+_TO_HF = [
+    (r"^embed\.", "model.embed_tokens."),
+    (r"^norm\.", "model.norm."),
+    (r"^blocks\.(\d+)\.attention\.norm\.", r"model.layers.\1.input_layernorm."),
+    (r"^blocks\.(\d+)\.mlp\.norm\.", r"model.layers.\1.post_attention_layernorm."),
+    (r"^blocks\.(\d+)\.attention\.", r"model.layers.\1.self_attn."),
+    (r"^blocks\.(\d+)\.mlp\.", r"model.layers.\1.mlp."),
+]
+_FROM_HF = [
+    (r"^model\.embed_tokens\.", "embed."),
+    (r"^model\.norm\.", "norm."),
+    (r"^model\.layers\.(\d+)\.input_layernorm\.", r"blocks.\1.attention.norm."),
+    (r"^model\.layers\.(\d+)\.post_attention_layernorm\.", r"blocks.\1.mlp.norm."),
+    (r"^model\.layers\.(\d+)\.self_attn\.", r"blocks.\1.attention."),
+    (r"^model\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+]
+
+
+def _rename(name: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, replacement in rules:
+        renamed, count = re.subn(pattern, replacement, name)
+        if count:
+            return renamed
+    return name
+
+
+def to_hf_name(name: str) -> str:
+    return _rename(name, _TO_HF)
+
+
+def from_hf_name(name: str) -> str:
+    return _rename(name, _FROM_HF)

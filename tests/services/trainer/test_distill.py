@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from services.trainer.distill import (
+    LOSSES,
+    build_students,
+    capture,
+    distill_step,
+    evaluate,
+    learning_rate,
+    nmse,
+    parameters,
+)
+from shared.model import Decoder
+from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
+from shared.schemas.shape import PRESETS
+
+TINY = PRESETS["tiny"]
+
+
+def batches(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, TINY.vocab_size, (4, 64), generator=g) for _ in range(n)]
+
+
+def candidates():
+    attention = [
+        teacher_operator(TINY, "attention"),
+        IdentityOp(),
+        LinearOp(),
+        AttentionOp(num_heads=2, num_kv_heads=1, head_dim=8),
+    ]
+    mlp = [teacher_operator(TINY, "mlp"), IdentityOp(), LinearOp(), MLPOp(intermediate_size=32)]
+    return {"block0.attn": attention, "block0.mlp": mlp, "block1.attn": attention, "block1.mlp": mlp}
+
+
+def test_one_teacher_pass_captures_every_slot():
+    torch.manual_seed(0)
+    teacher = Decoder(TINY).eval()
+    idx = batches(1, 0)[0]
+    acts = capture(teacher, idx)
+    assert list(acts) == ["block0.attn", "block0.mlp", "block1.attn", "block1.mlp"]
+    # the last slot's input plus its output is the residual stream the head reads
+    x, t = acts["block1.mlp"]
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.head(x + t), teacher(idx))
+
+
+def test_losses_behave():
+    t = torch.randn(3, 5, 8)
+    assert nmse(t, torch.zeros_like(t)).item() == pytest.approx(1.0)
+    for name, fn in LOSSES.items():
+        assert fn(t, t).item() == pytest.approx(0.0, abs=1e-6), name
+
+
+def test_distillation_lowers_every_candidates_loss():
+    torch.manual_seed(0)
+    teacher = Decoder(TINY).eval()
+    train, heldout = batches(30, seed=1), batches(3, seed=2)
+    trainable, fixed = build_students(teacher, candidates(), capture(teacher, train[0]))
+    assert set(fixed["block0.attn"]) == {"attn_h4_kv2_d16", "identity"}
+    assert set(trainable["block0.attn"]) == {"linear", "attn_h2_kv1_d8"}
+    before_heldout = evaluate(teacher, trainable, heldout)
+    before_train = evaluate(teacher, trainable, train[:3])
+    optimizer = torch.optim.AdamW(parameters(trainable), lr=1e-3, weight_decay=0.0)
+    for _ in range(2):
+        for idx in train:
+            distill_step(trainable, optimizer, capture(teacher, idx), nmse)
+    after_heldout = evaluate(teacher, trainable, heldout)
+    after_train = evaluate(teacher, trainable, train[:3])
+    # a random teacher's sublayer has little linear structure: the linear candidate's least-squares
+    # start is already near its best (tested in test_inherit.py), so only downsized operators are held
+    # to improving here
+    for slot in before_heldout:
+        for cid in set(before_heldout[slot]) - {"linear"}:
+            assert after_train[slot][cid] < before_train[slot][cid], (slot, cid)
+            assert after_heldout[slot][cid] < before_heldout[slot][cid], (slot, cid)
+    fixed_scores = evaluate(teacher, fixed, heldout)
+    assert fixed_scores["block0.mlp"]["identity"] == pytest.approx(1.0)
+    assert fixed_scores["block0.mlp"]["mlp_i176"] == 0.0
+
+
+def test_candidates_train_independently():
+    # one candidate's updates do not depend on which others train beside it
+    torch.manual_seed(0)
+    teacher = Decoder(TINY).eval()
+    train = batches(3, seed=1)
+    calibration = capture(teacher, train[0])
+
+    def train_linear(cands):
+        trainable, _ = build_students(teacher, cands, calibration)
+        optimizer = torch.optim.AdamW(parameters(trainable), lr=1e-3)
+        for idx in train:
+            distill_step(trainable, optimizer, capture(teacher, idx), nmse)
+        return trainable["block0.mlp"]["linear"].proj.weight
+
+    alone = train_linear({"block0.mlp": [LinearOp()]})
+    together = train_linear(candidates())
+    torch.testing.assert_close(alone, together)
+
+
+def test_learning_rate_schedule():
+    kw = {"steps": 100, "lr": 1e-3, "min_lr": 1e-4, "warmup": 10}
+    assert learning_rate(0, **kw) == pytest.approx(1e-4)
+    assert learning_rate(9, **kw) == pytest.approx(1e-3)
+    assert learning_rate(100, **kw) == pytest.approx(1e-4)
+    assert learning_rate(55, **kw) == pytest.approx(5.5e-4)
