@@ -40,7 +40,8 @@ class Relaxation:
                 return "infeasible", None, None
             rows = len(self.problem.budgets) + len(self.predecessors)
             return "optimal", self.problem.allowed.astype(float), np.zeros(rows)
-        self.highs.setOptionValue("time_limit", max(time_limit_s, 1e-3))
+        # HiGHS measures time_limit against the run time summed over all runs of this (warm) model
+        self.highs.setOptionValue("time_limit", self.highs.getRunTime() + max(time_limit_s, 1e-3))
         self.highs.run()
         status = self.highs.getModelStatus()
         if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):

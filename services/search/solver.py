@@ -26,6 +26,7 @@ from services.search.relaxation import Relaxation, lagrangian
 from services.search.repair import repair
 
 MIN_SHARE_S = 0.2  # the least time one solution may take while the request's time lasts
+CORE_MIN_S = 0.5  # below this, starting CBC (a process, a model file, root cuts) is not worth it
 
 
 def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float) -> Outcome:
@@ -72,6 +73,9 @@ def next_solution(
     if best is not None and within_gap(problem.objective(best), bound, gap):
         return "optimal", Found(best, problem.objective(best), bound, True)
 
+    if best is not None and deadline - time.monotonic() < CORE_MIN_S:  # no time for a MIP: keep the incumbent
+        found = Found(best, problem.objective(best), min(bound, problem.objective(best)), False)
+        return "time_limit", found
     if best is None:
         core = problem.allowed
     else:  # a little slack so that float rounding never drops a candidate on the edge
