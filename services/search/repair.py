@@ -5,6 +5,8 @@ budget). Everything is vectorised over all candidates; no solver involved. The r
 incumbent: its quality is judged against the proven bound by the caller.
 """
 
+import time
+
 import numpy as np
 
 from services.search.highs_model import budget_scale
@@ -23,61 +25,69 @@ class Rows:
         self.costs = self.costs.reshape(len(names), *problem.scores.shape)
         self.limits = np.array([problem.budgets[n] / budget_scale(problem.budgets[n]) for n in names])
         self.previous = np.array(predecessors, dtype=int).reshape(len(predecessors), problem.num_slots)
+        width = problem.scores.shape[1]
+        self.agree = self.previous[:, :, None] == np.arange(width)[None, None, :]  # (rows, slots, width)
 
     def usage(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slots = np.arange(self.problem.num_slots)
         return self.costs[:, slots, choice].sum(axis=1), (self.previous == choice).sum(axis=1)
 
-    def deltas(self, choice: np.ndarray):
-        """Per move (slot, candidate): change of score, of each budget row, of each overlap row."""
+    def violation(self, used: np.ndarray, shared: np.ndarray) -> np.ndarray:
+        """How far rows are broken: budgets in fractions of their limit, overlaps in 1/slots per slot."""
+        over_budget = np.maximum(used - self.limits.reshape(-1, *[1] * (used.ndim - 1)) * (1 + 1e-12), 0)
+        over_overlap = np.maximum(shared - self.problem.max_overlap, 0) / self.problem.num_slots
+        return over_budget.sum(axis=0) + over_overlap.sum(axis=0)
+
+    def deltas(self, choice: np.ndarray, overlaps: np.ndarray):
+        """Per move (slot, candidate): change of score, of each budget row, of the chosen overlap rows.
+
+        One move changes an overlap row by at most 1, so only rows near their limit need looking at.
+        """
         slots = np.arange(self.problem.num_slots)
         d_score = self.problem.scores - self.problem.scores[slots, choice][:, None]
         d_cost = self.costs - self.costs[:, slots, choice][:, :, None]
-        width = self.problem.scores.shape[1]
-        agree = self.previous[:, :, None] == np.arange(width)[None, None, :]  # (P, slots, width)
-        d_overlap = agree.astype(np.int8) - (self.previous == choice)[:, :, None]
+        d_overlap = self.agree[overlaps].astype(np.int8) - (self.previous[overlaps] == choice)[:, :, None]
         return d_score, d_cost, d_overlap
 
 
 def repair(
-    problem: Problem, predecessors: list[np.ndarray], x: np.ndarray, mask: np.ndarray, *, rounds: int = 200
+    problem: Problem, predecessors: list[np.ndarray], x: np.ndarray, mask: np.ndarray, *, deadline: float
 ) -> np.ndarray | None:
+    """Round the LP solution x, then take the move with the least score added per unit of violation
+    removed until every row holds (an overlap slot counts as 1/slots of a budget); None if stuck or
+    out of time."""
     rows = Rows(problem, predecessors, mask)
     choice = np.where(mask, x, -1.0).argmax(axis=1)
-    overlap_limit = problem.max_overlap
-    for _ in range(rounds):
+    for _ in range(4 * problem.num_slots):
         used, shared = rows.usage(choice)
-        over = np.concatenate(
-            [(used - rows.limits) / np.maximum(rows.limits, 1e-12), (shared - overlap_limit) / 1.0]
-        )
-        if over.size == 0 or over.max() <= 1e-12:
-            return _improve(problem, rows, choice)
-        worst = int(over.argmax())
-        d_score, d_cost, d_overlap = rows.deltas(choice)
-        new_used = used[:, None, None] + d_cost
-        new_shared = shared[:, None, None] + d_overlap
-        # a move must lower the worst row and may not break a row that holds
-        lowers = (d_cost[worst] if worst < len(used) else d_overlap[worst - len(used)]) < 0
-        keeps = np.all((new_used <= rows.limits[:, None, None] * (1 + 1e-12)) | (d_cost <= 0), axis=0)
-        keeps &= np.all((new_shared <= overlap_limit) | (d_overlap <= 0), axis=0)
-        allowed = mask & lowers & keeps
-        if not allowed.any():
+        full = shared >= problem.max_overlap  # the overlap rows one move can break or mend
+        shared = shared[full]
+        now = rows.violation(used[:, None, None], shared[:, None, None])
+        if now <= 0:
+            return _improve(problem, rows, choice, deadline)
+        if time.monotonic() > deadline:
             return None
-        drop = -(d_cost[worst] if worst < len(used) else d_overlap[worst - len(used)])
-        ratio = np.where(allowed, d_score / np.where(allowed, drop, 1), np.inf)
+        d_score, d_cost, d_overlap = rows.deltas(choice, full)
+        drop = now - rows.violation(used[:, None, None] + d_cost, shared[:, None, None] + d_overlap)
+        movable = mask & (drop > 1e-15)
+        if not movable.any():
+            return None
+        ratio = np.where(movable, d_score / np.where(movable, drop, 1.0), np.inf)
         i, j = np.unravel_index(int(ratio.argmin()), ratio.shape)
         choice = choice.copy()
         choice[i] = j
     return None
 
 
-def _improve(problem: Problem, rows: Rows, choice: np.ndarray, rounds: int = 200) -> np.ndarray:
+def _improve(problem: Problem, rows: Rows, choice: np.ndarray, deadline: float) -> np.ndarray:
     """Take the best score-lowering move (single or pair) that keeps every row, until there is none."""
-    for _ in range(rounds):
+    while time.monotonic() < deadline:
         used, shared = rows.usage(choice)
-        d_score, d_cost, d_overlap = rows.deltas(choice)
-        slack = rows.limits - used
         room = problem.max_overlap - shared
+        tight = room < 2  # a pair adds at most 2 shared slots: other overlap rows cannot break
+        room = room[tight]
+        d_score, d_cost, d_overlap = rows.deltas(choice, tight)
+        slack = rows.limits - used
         fits = rows.mask & np.all(d_cost <= slack[:, None, None] * (1 + 1e-12) + 1e-15, axis=0)
         fits &= np.all(d_overlap <= room[:, None, None], axis=0)
         gain = np.where(fits, d_score, np.inf)
@@ -88,12 +98,14 @@ def _improve(problem: Problem, rows: Rows, choice: np.ndarray, rounds: int = 200
         best_pair, pair = np.inf, None
         others = np.flatnonzero(rows.mask.ravel())
         width = problem.scores.shape[1]
-        flat_cost = d_cost.reshape(len(used), d_score.size)
-        flat_overlap = d_overlap.reshape(len(shared), d_score.size)
+        flat_cost = d_cost.reshape(len(used), d_score.size)[:, others]
+        move_cost = d_cost.reshape(len(used), d_score.size)
+        move_overlap = d_overlap.reshape(len(room), d_score.size)
+        flat_overlap = move_overlap[:, others]
         for move in tempting:
             same_slot = others // width == move // width
-            total_cost = flat_cost[:, move, None] + flat_cost[:, others]
-            total_overlap = flat_overlap[:, move, None] + flat_overlap[:, others]
+            total_cost = move_cost[:, move, None] + flat_cost
+            total_overlap = move_overlap[:, move, None] + flat_overlap
             ok = np.all(total_cost <= slack[:, None] * (1 + 1e-12) + 1e-15, axis=0)
             ok &= np.all(total_overlap <= room[:, None], axis=0) & ~same_slot
             if ok.any():
