@@ -1,11 +1,16 @@
 """`unast`: what a person runs by hand — the stack, the database, and (later) the pipeline."""
 
 import argparse
+import shlex
+import sys
 import time
+from dataclasses import fields
+from pathlib import Path
 
 from services import stack
 from services.profiler import main as profiler_main
 from services.trainer import main as trainer_main
+from services.trainer.teacher import TeacherConfig, make_teacher
 from shared.db import make_engine, upgrade
 from shared.settings import get_settings
 
@@ -19,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply every service's migrations up to the latest")
+    teacher = sub.add_parser("teacher", help="train the demo teacher on the built-in Shakespeare corpus")
+    teacher.add_argument("--out", type=Path, default=Path("models/shakespeare-teacher"))
+    for f in fields(TeacherConfig):
+        teacher.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     return parser
 
 
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         cmd_run()
+    elif args.command == "teacher":
+        cfg = TeacherConfig(**{f.name: getattr(args, f.name) for f in fields(TeacherConfig)})
+        make_teacher(args.out, cfg, get_settings(), command=shlex.join(["unast", *(argv or sys.argv[1:])]))
     elif args.command == "db":
         cmd_db_upgrade()
 

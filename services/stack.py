@@ -24,6 +24,7 @@ STACK = (
     Process("profiler", "services.profiler.cli", ("serve",), "profiler"),
     Process("search", "services.search.cli", ("serve",), "search"),
     Process("trainer", "services.trainer.cli", ("serve",), "trainer"),
+    Process("trainer-worker", "services.trainer.cli", ("worker",), None),
 )
 
 

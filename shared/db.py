@@ -56,8 +56,10 @@ def _alembic_config(script_location: Path, version_table: str) -> Config:
 
 
 @contextlib.contextmanager
-def _migration_lock(engine: Engine, name: str) -> Iterator[None]:
-    """Serialise concurrent upgrades (an API and a worker starting together)."""
+def named_lock(engine: Engine, name: str) -> Iterator[None]:
+    """A lock across processes sharing this database: migrations (an API and a worker starting together),
+    or the profiler's one measurement at a time per device. Advisory lock on PostgreSQL, a file lock
+    beside the database file on SQLite."""
     if engine.dialect.name == "postgresql":
         key = zlib.crc32(name.encode())
         with engine.connect() as conn:
@@ -83,7 +85,7 @@ def _migration_lock(engine: Engine, name: str) -> Iterator[None]:
 def upgrade(engine: Engine, script_location: Path, version_table: str) -> None:
     """Apply a service's migrations up to head (idempotent)."""
     cfg = _alembic_config(script_location, version_table)
-    with _migration_lock(engine, version_table), engine.begin() as conn:
+    with named_lock(engine, version_table), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

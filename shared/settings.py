@@ -3,11 +3,12 @@
 Every field is documented in README.md's settings table; a test keeps the two in step.
 """
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "UNAST_"
@@ -50,6 +51,42 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="torch intra-op threads for measuring and training (fixed, never auto)."
     )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Log level.")
+    # profiler
+    profiler_device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="The torch device the profiler measures."
+    )
+    profiler_max_job_s: float = Field(
+        7200.0,
+        gt=0,
+        description="Longest a LUT build or validation may be estimated to take; longer is a 422.",
+    )
+    profiler_heartbeat_s: float = Field(
+        5.0, gt=0, le=3600, description="How often a running profiler job records its heartbeat and progress."
+    )
+
+    # trainer
+    trainer_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between a running job's heartbeats (progress goes with them).",
+    )
+    trainer_stale_s: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="A running job whose heartbeat is older than this is re-queued (its worker is lost).",
+    )
+    trainer_poll_s: float = Field(
+        2.0, gt=0, le=600, description="How often an idle worker looks for queued jobs and stale ones."
+    )
+    trainer_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="A job whose worker was lost this many times fails instead of re-queueing.",
+    )
+
     # search
     search_max_slots: int = Field(4096, ge=1, description="Most slots one search request may have.")
     search_max_candidates: int = Field(
@@ -61,6 +98,14 @@ class Settings(BaseSettings):
     )
     search_max_sweep_points: int = Field(200, ge=1, description="Most budget values one sweep may ask for.")
 
+    @field_validator("trainer_stale_s")
+    @classmethod
+    def _stale_after_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        # a live worker must get at least two heartbeats in before it could be taken for dead
+        if value < 2 * info.data.get("trainer_heartbeat_s", 0):
+            raise ValueError("must be at least twice trainer_heartbeat_s")
+        return value
+
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> "Settings":
         # A misspelt UNAST_ variable would otherwise be ignored silently.
@@ -69,6 +114,16 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return self
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as UNAST_ environment variables, for a child process to read back."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name == "api_token" and self.api_token is not None:
+                value = self.api_token.get_secret_value()
+            if value is not None:
+                env[ENV_PREFIX + name.upper()] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     def service_url(self, service: str) -> str:
         """Base URL of one service ('profiler', 'search' or 'trainer')."""

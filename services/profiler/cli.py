@@ -1,23 +1,175 @@
-"""`unast-profiler`: serve the profiler API, or profile this device from the command line."""
+"""`unast-profiler`: serve the profiler API, or profile this device from the command line.
+
+The command line does what the API does, without the HTTP layer (a GPU node needs only the database):
+`build` and `validate` record a job and run it in this process -- the code path of the API's worker.
+Results are printed as the API's JSON.
+"""
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-from services.profiler.main import create_app
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from services.profiler import lookup, store
+from services.profiler.device import probe
+from services.profiler.jobs import run_job
+from services.profiler.limits import check_build, check_validation
+from services.profiler.main import MIGRATIONS, VERSION_TABLE, create_app
+from shared.db import make_engine, make_sessionmaker, upgrade
+from shared.errors import ApiError
+from shared.schemas.lut import BuildRequest, EstimateRequest, ValidationRequest
+from shared.schemas.shape import ModelShape
 from shared.serve import serve
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
+
+MEASURING = ("time_cap_s", "target_ci", "min_runs", "warmup_runs")
+
+
+def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    shape = parser.add_mutually_exclusive_group(required=True)
+    shape.add_argument("--shape", help="a preset: tiny, small, llama2-7b, llama3-8b")
+    shape.add_argument("--shape-config", type=Path, help="a Hugging Face Llama config.json")
+    parser.add_argument("--regime", choices=["prefill", "decode"], default="prefill")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--length", type=int, required=True, help="prefill: sequence; decode: context")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+
+
+def _add_measuring_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--time-cap-s", type=float, help="stop refining medians after this long (default 60)")
+    parser.add_argument("--target-ci", type=float, help="relative half-width of the median's 95%% interval")
+    parser.add_argument("--min-runs", type=int, help="timed calls of each part at the least")
+    parser.add_argument("--warmup-runs", type=int, help="untimed calls of each part first")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unast-profiler", description="UNAST profiler service.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve the REST API on UNAST_HOST:UNAST_PROFILER_PORT (default)")
+    sub.add_parser("probe", help="print this device's fingerprint, memory and matmul rate")
+    build = sub.add_parser("build", help="build (or rebuild) a LUT of this device and print it")
+    _add_key_arguments(build)
+    _add_measuring_arguments(build)
+    build.add_argument("--operators", type=Path, help="JSON list of operator specs (default: the pool)")
+    validate = sub.add_parser("validate", help="time random architectures whole against a LUT's prediction")
+    validate.add_argument("lut_id", type=int)
+    validate.add_argument("--count", type=int)
+    validate.add_argument("--seed", type=int)
+    _add_measuring_arguments(validate)
+    sub.add_parser("devices", help="list devices")
+    luts = sub.add_parser("luts", help="list LUTs")
+    for name, kind in (("--device-id", int), ("--shape", str), ("--regime", str), ("--batch", int)):
+        luts.add_argument(name, type=kind)
+    luts.add_argument("--length", type=int)
+    luts.add_argument("--dtype")
+    lut = sub.add_parser("lut", help="print one LUT with its entries")
+    lut.add_argument("lut_id", type=int)
+    export = sub.add_parser("export", help="print a LUT as the search's cost table")
+    export.add_argument("lut_id", type=int)
+    estimate = sub.add_parser("estimate", help="predict an architecture's latency and memory from a LUT")
+    estimate.add_argument("--device-id", type=int, required=True)
+    _add_key_arguments(estimate)
+    estimate.add_argument("--architecture", type=Path, required=True, help="JSON file of an Architecture")
+    run_job = sub.add_parser("run-job", help="run a recorded job (what the API starts)")
+    run_job.add_argument("job_id", type=int)
     return parser
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _key(args: argparse.Namespace) -> dict:
+    shape = args.shape or ModelShape.from_hf_config(json.loads(args.shape_config.read_text()))
+    return {"shape": shape, **_given(args, "regime", "batch", "length", "dtype")}
+
+
+def _print(value) -> None:
+    print(json.dumps(to_jsonable_python(value), indent=2))
+
+
+def _sessions(settings: Settings):
+    engine = make_engine(settings.database_url)
+    upgrade(engine, MIGRATIONS, VERSION_TABLE)
+    return make_sessionmaker(engine)
+
+
+def _run_recorded(settings: Settings, kind: str, request: BaseModel, lut_id: int | None = None):
+    """Record a job and run it here, as the API's worker would; returns the finished job."""
+    sessions = _sessions(settings)
+    with sessions.begin() as session:
+        job = store.create_job(session, kind=kind, request=request.model_dump(mode="json"), lut_id=lut_id)
+    print(f"job {job.id}: {kind} in this process", file=sys.stderr)
+    run_job(settings, job.id, echo=True)
+    with sessions() as session:
+        return sessions, store.get_job(session, job_id=job.id, stale_after_s=float("inf"))
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> None:
+    operators = json.loads(args.operators.read_text()) if args.operators else None
+    request = BuildRequest.model_validate({**_key(args), **_given(args, *MEASURING), "operators": operators})
+    check_build(request, probe(settings), settings)
+    sessions, job = _run_recorded(settings, "build", request)
+    with sessions() as session:
+        _print(store.get_lut(session, lut_id=job.lut_id))
+
+
+def _validate(args: argparse.Namespace, settings: Settings) -> None:
+    request = ValidationRequest.model_validate(_given(args, "count", "seed", *MEASURING))
+    with _sessions(settings)() as session:
+        lut = store.get_lut(session, lut_id=args.lut_id)
+    if lut is None:
+        raise LookupError(f"LUT {args.lut_id} not found")
+    check_validation(lut, request, probe(settings), settings)
+    sessions, job = _run_recorded(settings, "validate", request, lut_id=args.lut_id)
+    with sessions() as session:
+        _print(store.get_validation(session, validation_id=job.validation_id))
+
+
+def _read(args: argparse.Namespace, settings: Settings) -> None:
+    with _sessions(settings)() as session:
+        if args.command == "devices":
+            _print(store.list_devices(session))
+        elif args.command == "luts":
+            filters = _given(args, "device_id", "shape", "regime", "batch", "length", "dtype")
+            _print(store.list_luts(session, **filters))
+        elif args.command == "estimate":
+            architecture = json.loads(args.architecture.read_text())
+            request = EstimateRequest.model_validate({**_key(args), "architecture": architecture})
+            lut = store.find_lut(session, device_id=args.device_id, key=request)
+            if lut is None:
+                raise LookupError(
+                    f"no LUT on device {args.device_id} for this shape, regime, batch, length, dtype"
+                )
+            _print(lookup.estimate(lut, request.architecture))
+        else:
+            lut = store.get_lut(session, lut_id=args.lut_id)
+            if lut is None:
+                raise LookupError(f"LUT {args.lut_id} not found")
+            _print(lut if args.command == "lut" else lookup.cost_table(lut))
+
+
 def main(argv: list[str] | None = None) -> None:
-    build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     settings = get_settings()
-    serve(create_app, settings, settings.profiler_port)
+    try:
+        if args.command in (None, "serve"):
+            serve(create_app, settings, settings.profiler_port)
+        elif args.command == "probe":
+            print(probe(settings).model_dump_json())
+        elif args.command == "run-job":
+            run_job(settings, args.job_id)
+        elif args.command == "build":
+            _build(args, settings)
+        elif args.command == "validate":
+            _validate(args, settings)
+        else:
+            _read(args, settings)
+    except (ApiError, LookupError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        sys.exit(f"unast-profiler {args.command}: {exc}")
 
 
 if __name__ == "__main__":

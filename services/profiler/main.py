@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.profiler.routes import devices, jobs, luts, queries, validations
 from shared.api import stateful_service_app
 from shared.settings import Settings, get_settings
 
@@ -20,4 +21,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         version_table=VERSION_TABLE,
     )
+    for module in (devices, luts, jobs, validations, queries):
+        app.include_router(module.router)
     return app

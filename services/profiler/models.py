@@ -1,7 +1,118 @@
-"""The profiler's tables (SQLAlchemy 2.0 typed models). Changes go through a new migration."""
+"""The profiler's tables (SQLAlchemy 2.0 typed models). Changes go through a new migration.
 
-from sqlalchemy.orm import DeclarativeBase
+A device is one fingerprint (hardware, threads, driver, torch). A LUT is unique per (device, shape,
+regime, batch, length, dtype), so rebuilding one replaces it in place. Builds and validations are jobs
+run by a separate process that records its state, progress and heartbeat here.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeviceRow(Base):
+    __tablename__ = "profiler_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(8))
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LutRow(Base):
+    __tablename__ = "profiler_luts"
+    __table_args__ = (
+        UniqueConstraint(
+            "device_id", "shape_hash", "regime", "batch", "length", "dtype", name="uq_profiler_lut_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("profiler_devices.id", ondelete="CASCADE"), index=True)
+    shape_hash: Mapped[str] = mapped_column(String(16))
+    shape_name: Mapped[str | None] = mapped_column(String(100))
+    shape: Mapped[dict[str, Any]] = mapped_column(JSON)
+    regime: Mapped[str] = mapped_column(String(8))
+    batch: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+    dtype: Mapped[str] = mapped_column(String(10))
+    operator_count: Mapped[int] = mapped_column(Integer)
+    fixed: Mapped[dict[str, Any]] = mapped_column(JSON)  # a Measured: latency stats and costs
+    activation_method: Mapped[str] = mapped_column(String(10))
+    clock: Mapped[str] = mapped_column(String(16))
+    build_seconds: Mapped[float] = mapped_column(Float)
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    entries: Mapped[list["LutEntryRow"]] = relationship(
+        order_by="LutEntryRow.id", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class LutEntryRow(Base):
+    __tablename__ = "profiler_lut_entries"
+    __table_args__ = (UniqueConstraint("lut_id", "spec_hash", name="uq_profiler_lut_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lut_id: Mapped[int] = mapped_column(ForeignKey("profiler_luts.id", ondelete="CASCADE"), index=True)
+    spec_hash: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    operator: Mapped[dict[str, Any]] = mapped_column(JSON)
+    median_ms: Mapped[float] = mapped_column(Float)
+    p10_ms: Mapped[float] = mapped_column(Float)
+    p90_ms: Mapped[float] = mapped_column(Float)
+    runs: Mapped[int] = mapped_column(Integer)
+    cv: Mapped[float] = mapped_column(Float)
+    params: Mapped[int] = mapped_column(BigInteger)
+    weight_bytes: Mapped[int] = mapped_column(BigInteger)
+    kv_bytes_per_token: Mapped[int] = mapped_column(BigInteger)
+    activation_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class ValidationRow(Base):
+    __tablename__ = "profiler_validations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lut_id: Mapped[int] = mapped_column(ForeignKey("profiler_luts.id", ondelete="CASCADE"), index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    median_abs_error: Mapped[float] = mapped_column(Float)
+    max_abs_error: Mapped[float] = mapped_column(Float)
+    drift: Mapped[float] = mapped_column(Float)
+    architectures: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # ValidatedArchitecture dicts
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobRow(Base):
+    __tablename__ = "profiler_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(String(500), default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("profiler_devices.id", ondelete="SET NULL"))
+    lut_id: Mapped[int | None] = mapped_column(ForeignKey("profiler_luts.id", ondelete="SET NULL"))
+    validation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("profiler_validations.id", ondelete="SET NULL")
+    )
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

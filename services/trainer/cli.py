@@ -1,8 +1,12 @@
-"""`unast-trainer`: serve the trainer API, or run a job worker."""
+"""`unast-trainer`: serve the trainer API, run a job worker, or prepare the training data."""
 
 import argparse
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
 
-from services.trainer.main import create_app
 from shared.serve import serve
 from shared.settings import get_settings
 
@@ -11,13 +15,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unast-trainer", description="UNAST trainer service.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve the REST API on UNAST_HOST:UNAST_TRAINER_PORT (default)")
+    sub.add_parser("worker", help="run queued jobs until SIGTERM (start as many as you like)")
+    data = sub.add_parser("data", help="tokenise the built-in corpus and print its figures")
+    data.add_argument("--out", type=Path, help="folder for tokenizer.json and the token files")
+    data.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    build_parser().parse_args(argv)
+def run_worker() -> None:
+    from services.trainer.worker import Worker
+
     settings = get_settings()
-    serve(create_app, settings, settings.trainer_port)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    Worker(settings).serve(stop)
+
+
+def run_data(out: Path | None, vocab_size: int) -> None:
+    from services.trainer import data
+
+    settings = get_settings()
+    corpus = data.prepare_corpus(out or data.corpus_dir(settings, vocab_size), vocab_size)
+    print(json.dumps(corpus.figures, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        run_worker()
+    elif args.command == "data":
+        run_data(args.out, args.vocab_size)
+    else:
+        from services.trainer.main import create_app
+
+        settings = get_settings()
+        serve(create_app, settings, settings.trainer_port)
 
 
 if __name__ == "__main__":

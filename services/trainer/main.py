@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.trainer.routes import artifacts, jobs, logs
 from shared.api import stateful_service_app
 from shared.settings import Settings, get_settings
 
@@ -20,4 +21,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         version_table=VERSION_TABLE,
     )
+    for router in (jobs.router, logs.router, artifacts.router):
+        app.include_router(router)
     return app

@@ -8,14 +8,25 @@ AdamW with warm-up and cosine decay, held-out evaluation every `eval_every` step
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from services.trainer.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from services.trainer.data import (
+    Corpus,
+    corpus_dir,
+    heldout_batches,
+    prepare_corpus,
+    sample_batch,
+    save_tokenizer,
+)
 from services.trainer.distill import learning_rate
+from shared.files import atomic_path
 from shared.model import Decoder
 from shared.schemas.shape import ModelShape
+from shared.settings import Settings
 
 
 @dataclass
@@ -35,7 +46,7 @@ class TeacherConfig:
     eval_every: int = 250
     eval_batches: int = 40
     seed: int = 1337
-    extra: dict = field(default_factory=dict)
+    vocab_size: int = 2048
 
     def shape(self, vocab_size: int) -> ModelShape:
         return ModelShape(
@@ -51,39 +62,23 @@ class TeacherConfig:
         )
 
 
-def windows(tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):
-    """A batch of random (input, target) windows of a 1-D token tensor."""
-    starts = torch.randint(0, len(tokens) - seq_len - 1, (batch_size,), generator=generator)
-    chunks = torch.stack([tokens[s : s + seq_len + 1] for s in starts.tolist()])
-    return chunks[:, :-1], chunks[:, 1:]
-
-
-def heldout_windows(tokens: torch.Tensor, batch_size: int, seq_len: int, max_batches: int):
-    """Consecutive, non-overlapping held-out windows: the same every time."""
-    per_batch = batch_size * (seq_len + 1)
-    for b in range(min(max_batches, len(tokens) // per_batch)):
-        chunk = tokens[b * per_batch : (b + 1) * per_batch].view(batch_size, seq_len + 1)
-        yield chunk[:, :-1], chunk[:, 1:]
-
-
 @torch.no_grad()
 def heldout_loss(model: Decoder, tokens: torch.Tensor, cfg: TeacherConfig) -> float:
     model.eval()
-    losses = [
-        model.loss(x, y).item()
-        for x, y in heldout_windows(tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-    ]
+    batches = heldout_batches(tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+    losses = [model.loss(x, y).item() for x, y in batches]
     model.train()
     return sum(losses) / len(losses)
 
 
 def train_teacher(
-    train_tokens: torch.Tensor, heldout_tokens: torch.Tensor, vocab_size: int, cfg: TeacherConfig, log=print
+    corpus: Corpus, cfg: TeacherConfig, checkpoints: Path, log=print
 ) -> tuple[Decoder, list[dict]]:
-    """Train from scratch; returns the model and its log (one dict per evaluation)."""
+    """Train from scratch, or resume from `checkpoints`; returns the best model by held-out loss
+    (early stopping) and the log, one dict per evaluation."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = Decoder(cfg.shape(vocab_size))
+    model = Decoder(cfg.shape(cfg.vocab_size))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -92,36 +87,84 @@ def train_teacher(
         betas=(0.9, 0.95),
     )
     history: list[dict] = []
-    started = time.perf_counter()
-    for step in range(cfg.steps + 1):
+    best: dict[str, torch.Tensor] = {}
+    start = 0
+    if (checkpoint := load_checkpoint(checkpoints)) is not None:
+        if checkpoint.config["teacher"] != asdict(cfg):
+            raise ValueError(f"{checkpoints} holds a run with other settings; remove it to start afresh")
+        model.load_state_dict(checkpoint.model)
+        restore_optimizer(optimizer, checkpoint.optimizer)
+        generator.set_state(checkpoint.extra["rng"])
+        best = {k[5:]: v for k, v in checkpoint.extra.items() if k.startswith("best.")}
+        history, start = checkpoint.config["history"], checkpoint.step
+        log(f"resumed at step {start}")
+    started = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    for step in range(start, cfg.steps + 1):
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            loss = heldout_loss(model, heldout_tokens, cfg)
+            loss = heldout_loss(model, corpus.heldout, cfg)
             entry = {
                 "step": step,
-                "heldout_loss": loss,
-                "heldout_ppl": math.exp(loss),
-                "elapsed_s": time.perf_counter() - started,
+                "heldout_loss": round(loss, 5),
+                "heldout_ppl": round(math.exp(loss), 3),
+                "elapsed_s": round(time.perf_counter() - started, 1),
             }
+            if not best or loss < min(h["heldout_loss"] for h in history):
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             history.append(entry)
             log(json.dumps(entry))
+            save_checkpoint(
+                checkpoints,
+                step=step,
+                config={"teacher": asdict(cfg), "history": history},
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                extra={"rng": generator.get_state(), **{f"best.{k}": v for k, v in best.items()}},
+            )
         if step == cfg.steps:
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(
                 step, steps=cfg.steps, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup
             )
-        x, y = windows(train_tokens, cfg.batch_size, cfg.seq_len, generator)
+        x, y = sample_batch(corpus.train, cfg.batch_size, cfg.seq_len, generator)
         loss = model.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+    model.load_state_dict(best)
     return model.eval(), history
 
 
-def save_teacher(
-    model: Decoder, directory: Path, cfg: TeacherConfig, history: list[dict], extra: dict
-) -> None:
+def save_teacher(model: Decoder, corpus: Corpus, directory: Path, record: dict) -> None:
+    """The teacher as a Hugging Face directory: weights, config, tokenizer, and how it was made."""
     model.save_pretrained(directory)
-    record = {"config": asdict(cfg), "history": history, **extra}
-    (directory / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    save_tokenizer(corpus.tokenizer, directory)
+    with atomic_path(directory / "training.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def make_teacher(out: Path, cfg: TeacherConfig, settings: Settings, command: str, log=print) -> dict:
+    """Tokenise the corpus, train (resuming if interrupted), save the teacher; returns its record."""
+    torch.set_num_threads(settings.torch_threads)
+    corpus = prepare_corpus(corpus_dir(settings, cfg.vocab_size), cfg.vocab_size)
+    model, history = train_teacher(corpus, cfg, out.parent / f".{out.name}.checkpoints", log)
+    best = min(history, key=lambda h: h["heldout_loss"])
+    record = {
+        "command": command,
+        "torch": torch.__version__,
+        "torch_threads": settings.torch_threads,
+        "config": asdict(cfg),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "corpus": corpus.figures,
+        "kept_step": best["step"],
+        "heldout_ppl": best["heldout_ppl"],
+        "unigram_heldout_ppl": round(corpus.figures["unigram_heldout_perplexity"], 3),
+        "history": history,
+    }
+    save_teacher(model, corpus, out, record)
+    log(
+        f"teacher saved to {out}: held-out perplexity {best['heldout_ppl']} (step {best['step']}), "
+        f"unigram baseline {record['unigram_heldout_ppl']}"
+    )
+    return record

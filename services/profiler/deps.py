@@ -1,0 +1,50 @@
+"""Dependencies the profiler's routes share: this device, the stale-job threshold, LUT look-ups."""
+
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.orm import Session
+
+from services.profiler import store
+from services.profiler.device import DeviceInfo, probe_in_subprocess
+from services.profiler.jobs import stale_after_s
+from shared.api import SettingsDep
+from shared.errors import ApiError, not_found
+from shared.schemas.lut import Lut, LutKey, shape_hash
+
+
+def this_device(settings: SettingsDep) -> DeviceInfo:
+    """The device this profiler measures (probed once, in a child process)."""
+    try:
+        return probe_in_subprocess(settings)
+    except (RuntimeError, OSError) as exc:
+        raise ApiError(503, str(exc)) from exc
+
+
+def stale_after(settings: SettingsDep) -> float:
+    return stale_after_s(settings)
+
+
+ThisDeviceDep = Annotated[DeviceInfo, Depends(this_device)]
+StaleAfterDep = Annotated[float, Depends(stale_after)]
+
+
+def lut_or_404(session: Session, lut_id: int) -> Lut:
+    lut = store.get_lut(session, lut_id=lut_id)
+    if lut is None:
+        raise not_found("LUT", lut_id)
+    return lut
+
+
+def lut_for_key_or_404(session: Session, device_id: int, key: LutKey) -> Lut:
+    if store.get_device(session, device_id=device_id) is None:
+        raise not_found("device", device_id)
+    lut = store.find_lut(session, device_id=device_id, key=key)
+    if lut is None:
+        raise ApiError(
+            404,
+            f"no LUT on device {device_id} for shape {key.shape.name or shape_hash(key.shape)}, "
+            f"{key.regime}, batch {key.batch}, length {key.length}, {key.dtype}; "
+            "build one with POST /v1/luts",
+        )
+    return lut

@@ -1,0 +1,23 @@
+"""Devices: one per fingerprint, recorded by the first job that measures on it."""
+
+from fastapi import APIRouter
+
+from services.profiler import store
+from shared.api import SessionDep
+from shared.errors import not_found
+from shared.schemas.lut import Device
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+@router.get("", summary="Devices with measurements")
+def list_devices(session: SessionDep) -> list[Device]:
+    return store.list_devices(session)
+
+
+@router.get("/{device_id}", summary="One device, with its fingerprint", responses={404: {}})
+def get_device(device_id: int, session: SessionDep) -> Device:
+    device = store.get_device(session, device_id=device_id)
+    if device is None:
+        raise not_found("device", device_id)
+    return device

@@ -1,0 +1,61 @@
+"""LUTs: build one (a job), list them with filters, read one with its entries, export its cost table."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from services.profiler import store
+from services.profiler.deps import ThisDeviceDep, lut_or_404
+from services.profiler.jobs import submit
+from services.profiler.limits import check_build
+from services.profiler.lookup import cost_table
+from shared.api import SessionDep, SettingsDep, TokenDep
+from shared.schemas.lut import BuildRequest, CostTable, Dtype, Job, Lut, LutSummary, Regime
+
+router = APIRouter(prefix="/v1/luts", tags=["luts"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    dependencies=[TokenDep],
+    summary="Build (or rebuild) the LUT of this device for a shape and regime: returns the job at once",
+)
+def build_lut(
+    request: BuildRequest, session: SessionDep, settings: SettingsDep, device: ThisDeviceDep
+) -> Job:
+    check_build(request, device, settings)
+    return submit(session, settings, kind="build", request=request.model_dump(mode="json"))
+
+
+@router.get("", summary="LUTs, filtered by any of device, shape, regime, batch, length, dtype")
+def list_luts(
+    session: SessionDep,
+    device_id: int | None = None,
+    shape: Annotated[
+        str | None, Query(max_length=100, description="Preset/model name or shape hash.")
+    ] = None,
+    regime: Regime | None = None,
+    batch: Annotated[int | None, Query(ge=1)] = None,
+    length: Annotated[int | None, Query(ge=1)] = None,
+    dtype: Dtype | None = None,
+) -> list[LutSummary]:
+    return store.list_luts(
+        session, device_id=device_id, shape=shape, regime=regime, batch=batch, length=length, dtype=dtype
+    )
+
+
+@router.get(
+    "/{lut_id}", summary="One LUT with its fixed part and every operator's entry", responses={404: {}}
+)
+def get_lut(lut_id: int, session: SessionDep) -> Lut:
+    return lut_or_404(session, lut_id)
+
+
+@router.get(
+    "/{lut_id}/export",
+    summary="The LUT as a search request's slots and candidate costs (scores to be joined)",
+    responses={404: {}},
+)
+def export_lut(lut_id: int, session: SessionDep) -> CostTable:
+    return cost_table(lut_or_404(session, lut_id))

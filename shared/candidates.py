@@ -1,0 +1,70 @@
+"""The default candidate operators for a model shape: the paper's pool, as a grid of fractions.
+
+For each slot type: the teacher's own operator first, then identity and the hidden x hidden linear
+layer, then smaller operators of the slot's kind -- attention with fewer query heads, fewer KV heads
+and/or a smaller head_dim; SwiGLU MLPs with smaller intermediate sizes -- largest first. The profiler
+measures these by default and the trainer distils them, so both see the same pool.
+"""
+
+import math
+
+from shared.schemas.operators import (
+    AttentionOp,
+    IdentityOp,
+    LinearOp,
+    MLPOp,
+    OperatorSpec,
+    SlotType,
+    teacher_operator,
+)
+from shared.schemas.shape import ModelShape
+
+HEAD_FRACTIONS = (1, 3 / 4, 1 / 2, 1 / 4)
+KV_HEAD_FRACTIONS = (1, 1 / 2, 1 / 4)
+HEAD_DIM_FRACTIONS = (1, 3 / 4, 1 / 2)
+INTERMEDIATE_FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4, 1 / 8)
+
+
+def _unique(values) -> list[int]:
+    """Distinct values in first-seen order."""
+    return list(dict.fromkeys(values))
+
+
+def attention_candidates(shape: ModelShape) -> list[AttentionOp]:
+    """Every (heads, kv heads, head_dim) of the grid that is a valid attention, largest first."""
+    heads = _unique(max(1, round(shape.num_heads * f)) for f in HEAD_FRACTIONS)
+    head_dims = _unique(max(2, 2 * round(shape.head_dim * f / 2)) for f in HEAD_DIM_FRACTIONS)
+    specs = []
+    for h in heads:
+        # KV heads may not exceed the query heads and must divide them (GQA groups)
+        kv_options = [
+            kv
+            for kv in _unique(min(h, max(1, round(shape.num_kv_heads * f))) for f in KV_HEAD_FRACTIONS)
+            if h % kv == 0
+        ] or [math.gcd(h, shape.num_kv_heads)]
+        specs += [
+            AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=d) for kv in kv_options for d in head_dims
+        ]
+    return specs
+
+
+def mlp_candidates(shape: ModelShape) -> list[MLPOp]:
+    """Fractions of the teacher's intermediate size, rounded to the teacher's own alignment (<= 128)
+    so that no candidate is slow merely for a ragged size."""
+    size = shape.intermediate_size
+    align = math.gcd(size, 128)
+    sizes = _unique(max(align, align * round(size * f / align)) for f in INTERMEDIATE_FRACTIONS)
+    return [MLPOp(intermediate_size=s) for s in sizes if s < size]
+
+
+def candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
+    """The default pool for one slot type: teacher first, identity, linear, then smaller operators."""
+    teacher = teacher_operator(shape, slot_type)
+    smaller = attention_candidates(shape) if slot_type == "attention" else mlp_candidates(shape)
+    pool = [teacher, IdentityOp(), LinearOp(), *smaller]
+    return list(dict.fromkeys(pool))  # specs are frozen, hashable and compare by content
+
+
+def all_candidates(shape: ModelShape) -> list[OperatorSpec]:
+    """The union over both slot types, deduplicated, in a deterministic order (attention's first)."""
+    return list(dict.fromkeys(candidates(shape, "attention") + candidates(shape, "mlp")))

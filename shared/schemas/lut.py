@@ -1,0 +1,280 @@
+"""Cost lookup tables (LUTs): what the profiler measures, stores and answers, and the cost table it
+exports for the search.
+
+A LUT holds, for one device and one (model shape, regime, batch, length, dtype), the latency and memory
+of every measured candidate operator plus the model's fixed part (embedding, final norm, LM head and the
+blocks' own overhead), so that a whole architecture is predicted as fixed + the sum of its operators.
+"""
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from shared.schemas.operators import Architecture, OperatorSpec
+from shared.schemas.shape import PRESETS, ModelShape
+
+Regime = Literal["prefill", "decode"]
+Dtype = Literal["float32", "float16", "bfloat16"]
+DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2}
+JobState = Literal["queued", "running", "succeeded", "failed"]
+COST_NAMES = ("latency_ms", "params", "weight_bytes", "kv_bytes_per_token", "activation_bytes")
+
+
+def shape_hash(shape: ModelShape) -> str:
+    """Stable hash of a shape's sizes (its name left out: the sizes alone decide the costs)."""
+    sizes = shape.model_dump(mode="json", exclude={"name"})
+    canonical = json.dumps(sizes, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LutKey(_Schema):
+    """What one LUT is for, on one device: a model shape in one regime, batch, length and dtype."""
+
+    shape: ModelShape = Field(
+        description='A preset name ("tiny", "small", "llama2-7b", ...) or a full shape.'
+    )
+    regime: Regime = Field(
+        "prefill", description="prefill: `length` new tokens at once; decode: one token after `length`."
+    )
+    batch: int = Field(1, ge=1, le=4096, description="Sequences per call.")
+    length: int = Field(
+        ge=1, le=1_048_576, description="prefill: sequence length; decode: tokens already in the KV cache."
+    )
+    dtype: Dtype = "float32"
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in PRESETS:
+                raise ValueError(f"unknown preset {value!r}; presets: {', '.join(PRESETS)}")
+            return PRESETS[value]
+        return value
+
+    @field_validator("length")
+    @classmethod
+    def _within_positions(cls, length: int, info: ValidationInfo) -> int:
+        shape = info.data.get("shape")
+        tokens = length + (1 if info.data.get("regime") == "decode" else 0)
+        limit = shape.max_position_embeddings if shape is not None else tokens
+        if tokens > limit:
+            raise ValueError(f"{tokens} positions exceed the model's max_position_embeddings ({limit})")
+        return length
+
+    def key_fields(self) -> dict[str, Any]:
+        """The LUT's unique key, minus the device."""
+        return {
+            "shape_hash": shape_hash(self.shape),
+            "regime": self.regime,
+            "batch": self.batch,
+            "length": self.length,
+            "dtype": self.dtype,
+        }
+
+
+class Measuring(_Schema):
+    """How long and how carefully to time: runs go on until the median is known well or time is up."""
+
+    time_cap_s: float = Field(
+        60.0, gt=0, le=86_400, description="Stop refining medians after this long (min_runs still holds)."
+    )
+    target_ci: float = Field(
+        0.01, gt=0, lt=1, description="Stop when the median's 95% interval is within +-this fraction."
+    )
+    min_runs: int = Field(30, ge=8, le=100_000, description="Timed calls of each thing at the least.")
+    warmup_runs: int = Field(5, ge=0, le=10_000, description="Untimed calls of each thing first.")
+
+
+class BuildRequest(Measuring, LutKey):
+    operators: list[OperatorSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="Operators to measure; default: the candidate pool of the shape. "
+        "The teacher's two operators are always measured.",
+    )
+
+
+class Stats(_Schema):
+    """Call time over many runs (milliseconds), not one number."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int = Field(description="Timed calls (0: not timed, e.g. identity, which the block skips).")
+    cv: float = Field(description="Coefficient of variation (standard deviation / mean) of the runs.")
+
+
+class Costs(_Schema):
+    """The costs the search budgets. activation_bytes: peak bytes of the call's intermediates."""
+
+    latency_ms: float = Field(
+        description="The call's latency: the 10th percentile of its call times (interference only adds "
+        "time; the median and p90 are in the stats)."
+    )
+    params: int
+    weight_bytes: int
+    kv_bytes_per_token: int = Field(description="KV-cache bytes each token adds, per sequence.")
+    activation_bytes: int
+
+
+class Measured(_Schema):
+    latency: Stats
+    costs: Costs
+
+
+class LutEntry(Measured):
+    operator: OperatorSpec
+    name: str = Field(description="spec_name: the candidate id in exports and searches.")
+    hash: str = Field(description="spec_hash: stable content hash of the operator spec.")
+
+
+class LutSummary(_Schema):
+    id: int
+    device_id: int
+    shape: ModelShape
+    shape_hash: str
+    regime: Regime
+    batch: int
+    length: int
+    dtype: Dtype
+    operator_count: int
+    activation_method: Literal["measured", "computed"] = Field(
+        description="measured: CUDA allocator peak; computed: from tensor shapes (CPU)."
+    )
+    clock: Literal["thread_time", "perf_counter", "cuda_events"] = Field(
+        description="thread_time: the calling thread's CPU time (CPU, one torch thread); perf_counter: "
+        "wall time (CPU, several threads); cuda_events: GPU time between CUDA events."
+    )
+    build_seconds: float
+    measured_at: datetime
+
+    def key(self) -> LutKey:
+        return LutKey(
+            shape=self.shape, regime=self.regime, batch=self.batch, length=self.length, dtype=self.dtype
+        )
+
+
+class Lut(LutSummary):
+    fixed: Measured = Field(description="Embedding, final norm, LM head and every block's own overhead.")
+    entries: list[LutEntry]
+
+
+class Device(_Schema):
+    id: int
+    key: str = Field(description="Hash of the fingerprint: one device, one key.")
+    name: str
+    kind: Literal["cpu", "cuda"]
+    memory_bytes: int
+    fingerprint: dict[str, Any]
+    created_at: datetime
+
+
+class Job(_Schema):
+    """A LUT build or a validation, run in its own process; poll until succeeded or failed."""
+
+    id: int
+    kind: Literal["build", "validate"]
+    state: JobState
+    progress: float = Field(ge=0, le=1)
+    message: str
+    error: str | None
+    request: dict[str, Any]
+    device_id: int | None
+    lut_id: int | None
+    validation_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class OperatorCostRequest(LutKey):
+    operator: OperatorSpec
+
+
+class OperatorCost(LutEntry):
+    lut_id: int
+    device_id: int
+
+
+class EstimateRequest(LutKey):
+    architecture: Architecture
+
+
+class SlotCost(_Schema):
+    slot: str
+    operator: OperatorSpec
+    name: str
+    costs: Costs
+
+
+class Estimate(_Schema):
+    lut_id: int
+    device_id: int
+    latency_ms: float = Field(description="fixed + the sum of the slots' medians.")
+    params: int
+    weight_bytes: int
+    kv_bytes_per_token: int
+    kv_cache_bytes: int = Field(description="kv_bytes_per_token x batch x the tokens the regime caches.")
+    activation_bytes: int = Field(description="The largest peak of any one part (parts run one at a time).")
+    memory_bytes: int = Field(description="weight_bytes + kv_cache_bytes + activation_bytes.")
+    fixed: Costs
+    slots: list[SlotCost]
+
+
+class ValidationRequest(Measuring):
+    count: int = Field(20, ge=1, le=500, description="Random architectures to build and time end to end.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class ValidatedArchitecture(_Schema):
+    architecture: Architecture
+    predicted_ms: float
+    measured: Stats
+    error: float = Field(description="(predicted - measured) / measured, both the LUT's latency (p10).")
+
+
+class Validation(_Schema):
+    id: int
+    lut_id: int
+    count: int
+    seed: int
+    median_abs_error: float
+    max_abs_error: float
+    drift: float = Field(
+        description="How much slower (+) or faster (-) the device ran the fixed part and the teacher's "
+        "operators, timed beside the models, than when the LUT was built; the errors include it."
+    )
+    created_at: datetime
+    architectures: list[ValidatedArchitecture]
+
+
+class CostCandidate(_Schema):
+    id: str = Field(description="spec_name of the operator.")
+    costs: dict[str, int | float]
+    reference: bool = Field(False, description="True on the teacher's operator.")
+    operator: OperatorSpec
+
+
+class CostSlot(_Schema):
+    id: str
+    candidates: list[CostCandidate]
+
+
+class CostTable(_Schema):
+    """A search request's slots without scores: join the trainer's scores by operator, add budgets."""
+
+    lut_id: int
+    device_id: int
+    fixed: dict[str, int | float] = Field(
+        description="Costs outside the slots; subtract from whole-model budgets given as `max`."
+    )
+    slots: list[CostSlot]

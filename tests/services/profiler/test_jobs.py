@@ -1,0 +1,89 @@
+"""Builds as processes: two racing builders leave one LUT; a killed one leaves none and is reported failed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from sqlalchemy import func, select
+
+from services.profiler import store
+from services.profiler.main import MIGRATIONS, VERSION_TABLE
+from services.profiler.models import JobRow, LutEntryRow, LutRow
+from shared.db import make_engine, make_sessionmaker, upgrade
+from shared.settings import Settings
+
+from .conftest import OPERATORS
+
+
+def build_command(tmp_path, *extra: str) -> list[str]:
+    operators = tmp_path / "operators.json"
+    operators.write_text(json.dumps([op.model_dump() for op in OPERATORS]))
+    return [
+        sys.executable, "-m", "services.profiler.cli", "build", "--shape", "tiny", "--length", "16",
+        "--operators", str(operators), "--min-runs", "8", "--warmup-runs", "1", *extra,
+    ]  # fmt: skip
+
+
+def environment(settings: Settings, **overrides) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")}
+    return {**env, **settings.to_env(), **overrides}
+
+
+def sessions_for(settings: Settings):
+    engine = make_engine(settings.database_url)
+    upgrade(engine, MIGRATIONS, VERSION_TABLE)  # before the racers, as `unast db upgrade` would
+    return engine, make_sessionmaker(engine)
+
+
+def counts(sessions) -> tuple[int, int]:
+    with sessions() as s:
+        return (
+            s.scalar(select(func.count()).select_from(LutRow)),
+            s.scalar(select(func.count()).select_from(LutEntryRow)),
+        )
+
+
+def test_two_builders_racing_on_one_device_leave_one_lut(settings, tmp_path):
+    engine, sessions = sessions_for(settings)
+    command = build_command(tmp_path, "--time-cap-s", "0.5")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    racers = [subprocess.Popen(command, env=environment(settings), **pipes) for _ in range(2)]
+    outputs = [r.communicate(timeout=300) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    printed = [json.loads(out) for out, _ in outputs]
+    assert printed[0]["id"] == printed[1]["id"]  # both wrote the same LUT, one after the other
+    assert counts(sessions) == (1, 6)
+    with sessions() as s:
+        jobs = store.list_jobs(s, stale_after_s=60)
+        assert [(j.state, j.lut_id) for j in jobs] == [("succeeded", printed[0]["id"])] * 2
+    engine.dispose()
+
+
+def test_a_killed_build_leaves_no_lut_and_its_job_is_reported_failed(settings, tmp_path):
+    engine, sessions = sessions_for(settings)
+    env = environment(settings, UNAST_PROFILER_HEARTBEAT_S="0.2")
+    # a tight interval that is never reached: the build runs until the 60 s cap, or until killed
+    command = build_command(tmp_path, "--time-cap-s", "60", "--target-ci", "0.000001")
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sessions() as s:
+                job = s.scalar(select(JobRow))
+                if job is not None and job.state == "running" and job.progress > 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the build never started timing")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert counts(sessions) == (0, 0)
+    time.sleep(2.5)  # ten heartbeat intervals of silence
+    with sessions() as s:
+        job = store.get_job(s, job_id=job.id, stale_after_s=2.0)
+        assert job.state == "failed" and "no heartbeat" in job.error
+    engine.dispose()

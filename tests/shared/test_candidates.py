@@ -1,0 +1,58 @@
+import pytest
+
+from shared.candidates import all_candidates, candidates
+from shared.operators import build_operator
+from shared.schemas.operators import (
+    AttentionOp,
+    IdentityOp,
+    LinearOp,
+    MLPOp,
+    fits,
+    spec_name,
+    teacher_operator,
+)
+from shared.schemas.shape import PRESETS, ModelShape
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("slot_type", ["attention", "mlp"])
+def test_pool_is_teacher_first_then_identity_linear_and_smaller_operators(preset, slot_type):
+    shape = PRESETS[preset]
+    pool = candidates(shape, slot_type)
+    assert pool[:3] == [teacher_operator(shape, slot_type), IdentityOp(), LinearOp()]
+    assert len(pool) == len(set(pool)) and len({spec_name(s) for s in pool}) == len(pool)
+    assert all(fits(s, slot_type) for s in pool)
+    assert candidates(shape, slot_type) == pool  # deterministic
+    smaller = pool[3:]
+    assert len(smaller) >= 5
+    if slot_type == "mlp":
+        assert all(s.intermediate_size < shape.intermediate_size for s in smaller)
+    else:
+        teacher = pool[0]
+        for s in smaller:
+            assert s.num_heads <= teacher.num_heads and s.head_dim <= teacher.head_dim
+            assert s.num_kv_heads <= teacher.num_kv_heads and s.num_heads % s.num_kv_heads == 0
+            assert s.head_dim % 2 == 0
+            assert s != teacher
+
+
+def test_paper_candidates_are_in_the_llama2_pool():
+    """The paper's examples: attention with 16 heads of 128 channels; an MLP of expansion about 2."""
+    shape = PRESETS["llama2-7b"]
+    assert AttentionOp(num_heads=16, num_kv_heads=16, head_dim=128) in candidates(shape, "attention")
+    assert MLPOp(intermediate_size=8192) in candidates(shape, "mlp")
+
+
+def test_odd_sizes_still_give_valid_operators():
+    shape = ModelShape(
+        vocab_size=100,
+        hidden_size=30,
+        num_layers=1,
+        num_heads=3,
+        num_kv_heads=3,
+        head_dim=10,
+        intermediate_size=50,
+    )
+    for spec in all_candidates(shape):
+        build_operator(spec, shape)  # every spec builds a module
+    assert len(all_candidates(shape)) == len(set(all_candidates(shape)))
