@@ -93,6 +93,17 @@ class Settings(BaseSettings):
         description="The torch device jobs train on (torchrun with cuda: each rank takes cuda:LOCAL_RANK).",
     )
 
+    # search
+    search_max_slots: int = Field(4096, ge=1, description="Most slots one search request may have.")
+    search_max_candidates: int = Field(
+        256, ge=1, description="Most candidates one slot of a search request may have."
+    )
+    search_max_k: int = Field(1000, ge=1, description="Largest k (architectures asked for) of a search.")
+    search_max_time_limit_s: float = Field(
+        600.0, gt=0, description="Largest time_limit_s a search or sweep request may ask for."
+    )
+    search_max_sweep_points: int = Field(200, ge=1, description="Most budget values one sweep may ask for.")
+
     @field_validator("trainer_stale_s")
     @classmethod
     def _stale_after_heartbeats(cls, value: float, info: ValidationInfo) -> float:

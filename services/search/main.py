@@ -2,6 +2,7 @@
 
 from fastapi import FastAPI
 
+from services.search.routes import search
 from shared.api import service_app
 from shared.settings import Settings, get_settings
 
@@ -13,4 +14,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         description="K diverse architectures under latency/memory budgets by integer linear programming.",
     )
+    app.include_router(search.router)
     return app

@@ -1,0 +1,124 @@
+"""K diverse architectures, each proven within the gap given those before it (paper Eq. 3 and 4).
+
+Per solution:
+1. The LP relaxation (HiGHS, kept warm, one row added per solution) gives row multipliers; from them a
+   Lagrangian lower bound and every candidate's reduced cost (relaxation.py). With few side rows the
+   LP is nearly integral: about one slot per binding row is fractional.
+2. Round the LP and repair it into an architecture meeting every row (repair.py, no solver). Most
+   first solutions end here: already within the gap of the bound.
+3. Otherwise the core: an architecture using a candidate whose reduced cost exceeds delta scores more
+   than L + delta (L the Lagrangian value), so with delta = incumbent - L, the candidates with reduced
+   cost <= delta hold every better architecture. That MIP (PuLP, CBC), warm-started from the
+   incumbent and a few times smaller than the whole model, is solved to the gap; its proof holds for
+   the whole problem.
+The bound of solution k is never below that of solution k-1 (its feasible set is a subset); that floor
+raises the reported bound only, never the L used for the core.
+Time: step 3 of a solution may use whatever the time left exceeds a reserve for the solutions still
+to come by steps 1-2 alone (twice the longest of their last five times: they slow as rows are added).
+So early solutions get proofs while time lasts, and a hard one keeps its best architecture with its
+proven bound (optimal false) instead of starving the rest. The request's time limit caps everything.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.search.ilp import solve_core
+from services.search.outcome import Found, Outcome, within_gap
+from services.search.problem import Problem
+from services.search.relaxation import Relaxation, lagrangian
+from services.search.repair import repair
+
+CORE_MIN_S = 0.5  # below this, starting CBC (a process, a model file, root cuts) is not worth it
+
+
+def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float) -> Outcome:
+    deadline = time.monotonic() + time_limit_s
+    relaxation = Relaxation(problem)
+    outcome = Outcome("complete")
+    floor = 0.0  # scores are >= 0
+    quick: list[float] = []  # seconds of steps 1-2 per solution
+    while len(outcome.found) < k:
+        started = time.monotonic()
+        step = relax_and_repair(problem, relaxation, floor, gap=gap, deadline=deadline)
+        if step.status != "optimal":
+            outcome.status = "exhausted" if step.status == "infeasible" else "time_limit"
+            break
+        quick.append(time.monotonic() - started)
+        found = step.found
+        if found is None or not found.optimal:
+            reserve = 2 * max(quick[-5:]) * (k - len(outcome.found) - 1)
+            until = deadline if found is None else deadline - reserve
+            if until - time.monotonic() >= CORE_MIN_S or found is None:
+                found = prove(problem, relaxation.predecessors, step, gap=gap, deadline=until)
+        if found is None:
+            outcome.status = "exhausted" if step.exhausted else "time_limit"
+            break
+        outcome.found.append(found)
+        floor = found.bound
+        relaxation.add_overlap_row(found.choice)
+    return outcome
+
+
+@dataclass
+class Step:
+    status: str  # 'optimal' (the LP was solved), 'infeasible' or 'time_limit'
+    bound: float = 0.0  # the best proven bound: the Lagrangian one, or the previous solution's
+    lagrangian: float = 0.0  # score(z) >= lagrangian + sum of z's reduced costs, for every z
+    reduced: np.ndarray | None = None
+    found: Found | None = None  # the repaired rounding, with the LP's bound
+    exhausted: bool = False  # set by prove(): no architecture is left
+
+
+def relax_and_repair(
+    problem: Problem, relaxation: Relaxation, floor: float, *, gap: float, deadline: float
+) -> Step:
+    """Steps 1 and 2: the bound and reduced costs, and an incumbent when the rounding can be repaired."""
+    status, x, multipliers = relaxation.solve(deadline - time.monotonic())
+    if status != "optimal":
+        return Step(status)
+    dual, reduced = lagrangian(problem, relaxation.predecessors, multipliers)
+    bound = max(dual, floor)
+    near = problem.allowed & ((reduced <= gap * abs(bound)) | (x > 1e-9))
+    choice = _checked(problem, repair(problem, relaxation.predecessors, x, near, deadline=deadline))
+    found = None if choice is None else _found(problem, choice, bound, gap)
+    return Step("optimal", bound, dual, reduced, found)
+
+
+def prove(problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: float, deadline: float):
+    """Step 3: the core MIP, warm-started from the incumbent; the best architecture with its bound."""
+    best, bound = step.found, step.bound
+    if best is None:
+        core = problem.allowed
+    else:  # delta from the Lagrangian value itself; a little slack so float rounding drops nothing
+        delta = best.objective - step.lagrangian
+        core = problem.allowed & (step.reduced <= delta + 1e-9 * max(1.0, abs(bound)))
+    result = solve_core(
+        problem,
+        predecessors,
+        core,
+        gap_abs=gap * abs(bound),
+        time_limit_s=deadline - time.monotonic(),
+        start=None if best is None else best.choice,
+    )
+    step.exhausted = result.status == "infeasible" and best is None
+    if result.status != "infeasible":  # (with an incumbent in the core, 'infeasible' would be a solver error)
+        bound = max(bound, result.bound)
+    if result.choice is not None:
+        choice = _checked(problem, result.choice)
+        if best is None or problem.objective(choice) < best.objective:
+            best = _found(problem, choice, bound, gap)
+    return None if best is None else _found(problem, best.choice, bound, gap)
+
+
+def _found(problem: Problem, choice: np.ndarray, bound: float, gap: float) -> Found:
+    objective = problem.objective(choice)
+    bound = min(bound, objective)
+    return Found(choice, objective, bound, within_gap(objective, bound, gap))
+
+
+def _checked(problem: Problem, choice: np.ndarray | None) -> np.ndarray | None:
+    if choice is not None and not problem.within_budgets(choice):
+        raise RuntimeError("a solver returned an architecture over budget")  # a tolerance bug, never silent
+    return choice

@@ -1,0 +1,112 @@
+"""The search contract (paper Eq. 3 and 4): slots of candidates with scores and costs, budgets, K solutions.
+
+Field-level checks live here; checks that need the whole request (duplicate ids, budgets naming a cost
+some candidate lacks, references, the service's size limits) are in services/search/problem.py.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Candidate(BaseModel):
+    id: Id
+    score: NonNegative = Field(
+        description="Loss change when this operator replaces the slot (lower is better)."
+    )
+    costs: dict[Id, NonNegative] = Field(
+        default_factory=dict, description="Named costs, e.g. latency_ms, params, memory_bytes."
+    )
+    reference: bool = Field(False, description="Part of the reference architecture (the teacher).")
+
+
+class Slot(BaseModel):
+    id: Id
+    candidates: list[Candidate] = Field(min_length=1)
+    pin: Id | None = Field(None, description="Force this candidate in every solution.")
+    exclude: list[Id] = Field(default_factory=list, description="Candidates no solution may use.")
+
+
+class Budget(BaseModel):
+    cost: Id
+    max: NonNegative | None = Field(None, description="Absolute budget on the summed cost.")
+    fraction: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Budget as a fraction of the reference architecture."
+    )
+
+    @model_validator(mode="after")
+    def _one_of_max_or_fraction(self) -> "Budget":
+        if (self.max is None) == (self.fraction is None):
+            raise ValueError("give exactly one of max or fraction")
+        return self
+
+
+Gap = Annotated[
+    float,
+    Field(
+        ge=0, le=1, allow_inf_nan=False, description="Relative optimality gap proven per solution; 0 = exact."
+    ),
+]
+TimeLimit = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Wall-clock limit of the request.")]
+
+
+class SearchRequest(BaseModel):
+    slots: list[Slot] = Field(min_length=1)
+    budgets: list[Budget] = Field(default_factory=list)
+    k: int = Field(1, ge=1, description="Number of diverse architectures wanted.")
+    max_overlap: float = Field(
+        0.7, ge=0, le=1, description="Solutions share at most floor(max_overlap * slots) choices pairwise."
+    )
+    gap: Gap = 1e-3
+    time_limit_s: TimeLimit = 30.0
+
+
+class Solution(BaseModel):
+    rank: int
+    choices: dict[str, str] = Field(description="Slot id to the chosen candidate id.")
+    objective: float = Field(description="Sum of the chosen candidates' scores.")
+    costs: dict[str, float] = Field(description="Summed costs, for every cost all candidates have.")
+    optimal: bool = Field(description="Proven optimal within `gap`, given the solutions ranked before it.")
+    bound: float = Field(description="Proven lower bound on the objective, given the solutions before it.")
+    gap: float = Field(description="(objective - bound) / objective; 0 when the objective is 0.")
+
+
+class SearchResponse(BaseModel):
+    status: Literal["complete", "exhausted", "time_limit"]
+    solutions: list[Solution]
+    solve_time_s: float
+    message: str
+
+
+class SweepRequest(BaseModel):
+    slots: list[Slot] = Field(min_length=1)
+    cost: Id = Field(description="The cost whose budget is swept.")
+    values: list[NonNegative] | None = Field(None, min_length=1, description="Absolute budget values.")
+    fractions: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
+        None, min_length=1, description="Budget values as fractions of the reference architecture."
+    )
+    budgets: list[Budget] = Field(default_factory=list, description="Other budgets, held at every point.")
+    gap: Gap = 1e-3
+    time_limit_s: TimeLimit = 30.0
+
+    @model_validator(mode="after")
+    def _one_of_values_or_fractions(self) -> "SweepRequest":
+        if (self.values is None) == (self.fractions is None):
+            raise ValueError("give exactly one of values or fractions")
+        return self
+
+
+class SweepPoint(BaseModel):
+    max: float = Field(description="The budget on the swept cost at this point.")
+    fraction: float | None = Field(None, description="The same, as a fraction of the reference.")
+    status: Literal["optimal", "feasible", "infeasible", "time_limit"]
+    solution: Solution | None = None
+
+
+class SweepResponse(BaseModel):
+    cost: str
+    points: list[SweepPoint]
+    solve_time_s: float
