@@ -105,6 +105,21 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
     optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
 
 
+NO_OPTIMIZER: dict[str, Any] = {"state": {}, "param_groups": []}  # for jobs that train nothing
+
+
+def write_artifact(
+    directory: Path, name: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
+    """An output: <name>.safetensors with <name>.json beside it, each written atomically."""
+    path = directory / f"{name}.safetensors"
+    with atomic_path(path) as tmp:
+        save_file(unshared(tensors), tmp)
+    with atomic_path(directory / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    return path
+
+
 def unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous tensors, none sharing memory (safetensors refuses tied weights): copy the repeats."""
     seen: set[int] = set()

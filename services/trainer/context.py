@@ -6,21 +6,24 @@ saves a checkpoint every `checkpoint_every` steps and resumes from `ctx.load_che
 """
 
 import hashlib
-import json
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.trainer import queue
-from services.trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unshared
+from services.trainer.checkpoint import (
+    NO_OPTIMIZER,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_artifact,
+)
 from services.trainer.jobs import get_job
 from services.trainer.models import Job
-from shared.files import atomic_path
 from shared.settings import Settings
 
 
@@ -97,7 +100,7 @@ class JobContext:
             step=step,
             config=self.spec,
             model=model,
-            optimizer=optimizer.state_dict() if optimizer else {"state": {}, "param_groups": []},
+            optimizer=optimizer.state_dict() if optimizer else NO_OPTIMIZER,
             extra=extra,
         )
 
@@ -114,11 +117,7 @@ class JobContext:
     def save_artifact(self, name: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> Path:
         """An output of the job: <dir>/<name>.safetensors (with meta as JSON beside it), recorded in the
         database with its size and sha256. Written atomically, and replaced when a resumed job rewrites it."""
-        path = self.directory / f"{name}.safetensors"
-        with atomic_path(path) as tmp:
-            save_file(unshared(tensors), tmp)
-        with atomic_path(self.directory / f"{name}.json") as tmp:
-            tmp.write_text(json.dumps(meta, indent=1))
+        path = write_artifact(self.directory, name, tensors, meta)
         with path.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         with self._sessions() as session:

@@ -16,9 +16,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 
-from services.trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unshared
+from services.trainer.checkpoint import (
+    NO_OPTIMIZER,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_artifact,
+)
 from shared.files import atomic_path
 from shared.schemas.jobs import DistillSpec
 from shared.settings import Settings
@@ -48,7 +53,7 @@ class LocalContext:
             step=step,
             config=self.spec,
             model=model,
-            optimizer=optimizer.state_dict() if optimizer else {"state": {}, "param_groups": []},
+            optimizer=optimizer.state_dict() if optimizer else NO_OPTIMIZER,
             extra=extra,
         )
 
@@ -61,12 +66,7 @@ class LocalContext:
         return checkpoint
 
     def save_artifact(self, name: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-        path = self.directory / f"{name}.safetensors"
-        with atomic_path(path) as tmp:
-            save_file(unshared(tensors), tmp)
-        with atomic_path(self.directory / f"{name}.json") as tmp:
-            tmp.write_text(json.dumps(meta, indent=1))
-        return path
+        return write_artifact(self.directory, name, tensors, meta)
 
 
 def distill_locally(spec_file: Path, out: Path, settings: Settings) -> dict[str, Any]:
