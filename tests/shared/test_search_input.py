@@ -1,0 +1,52 @@
+import pytest
+
+from shared.schemas.lut import CostCandidate, CostSlot, CostTable
+from shared.schemas.operators import IdentityOp, MLPOp
+from shared.search_input import search_slots
+
+TEACHER = MLPOp(intermediate_size=176)
+
+
+def cost_table(*operators) -> CostTable:
+    candidates = [
+        CostCandidate(
+            id=f"c{i}", costs={"latency_ms": 1.0 + i, "params": 10 * i}, reference=op == TEACHER, operator=op
+        )
+        for i, op in enumerate(operators)
+    ]
+    return CostTable(
+        lut_id=1,
+        device_id=1,
+        fixed={"latency_ms": 0.5},
+        slots=[CostSlot(id="block0.mlp", candidates=candidates)],
+    )
+
+
+def score_slots(*pairs) -> list[dict]:
+    return [
+        {
+            "id": "block0.mlp",
+            "candidates": [{"id": "x", "score": s, "operator": op.model_dump()} for op, s in pairs],
+        }
+    ]
+
+
+def test_scores_and_costs_join_on_the_operator():
+    (slot,) = search_slots(
+        score_slots((IdentityOp(), 0.3), (TEACHER, 0.0)), cost_table(TEACHER, IdentityOp())
+    )
+    by_id = {c.id: c for c in slot.candidates}
+    assert by_id["c0"].reference and by_id["c0"].score == 0.0 and by_id["c0"].costs["latency_ms"] == 1.0
+    assert by_id["c1"].score == 0.3 and not by_id["c1"].reference
+
+
+def test_a_score_below_zero_counts_as_zero():
+    (slot,) = search_slots(
+        score_slots((IdentityOp(), -0.01), (TEACHER, 0.0)), cost_table(TEACHER, IdentityOp())
+    )
+    assert min(c.score for c in slot.candidates) == 0.0
+
+
+def test_an_unmatched_candidate_is_named():
+    with pytest.raises(ValueError, match=r"block0\.mlp cost only: c1"):
+        search_slots(score_slots((TEACHER, 0.0)), cost_table(TEACHER, IdentityOp()))
