@@ -7,16 +7,18 @@ Per solution:
 2. Round the LP and repair it into an architecture meeting every row (repair.py, no solver). Most
    first solutions end here: already within the gap of the bound.
 3. Otherwise the core: an architecture using a candidate whose reduced cost exceeds delta scores more
-   than L + delta (L the Lagrangian value), so with delta = incumbent - L, the candidates with reduced
-   cost <= delta hold every better architecture. That MIP (PuLP, CBC), warm-started from the
-   incumbent and a few times smaller than the whole model, is solved to the gap; its proof holds for
-   the whole problem.
+   than L + delta (L the Lagrangian value), so the candidates with reduced cost <= delta hold every
+   architecture scoring at most L + delta. First the smallest useful core: delta = the bound's gap
+   allowance (about 3 candidates per slot of 30), holding every architecture within the gap. Its MIP
+   (HiGHS, in this process) either finds one -- proven by L -- or proves there is none, which raises
+   the bound to L + delta. If the best found is still not proven, a second core with delta = its excess
+   over L holds every better architecture, so that MIP's bound holds for the whole problem.
 The bound of solution k is never below that of solution k-1 (its feasible set is a subset); that floor
-raises the reported bound only, never the L used for the core.
-Time: step 3 of a solution may use whatever the time left exceeds a reserve for the solutions still
-to come by steps 1-2 alone (twice the longest of their last five times: they slow as rows are added).
-So early solutions get proofs while time lasts, and a hard one keeps its best architecture with its
-proven bound (optimal false) instead of starving the rest. The request's time limit caps everything.
+raises the reported bound only, never the L used for the cores.
+Time: the MIPs of a solution may use up to twice its even share of the time left beyond a reserve for
+the solutions still to come by steps 1-2 alone (twice the longest of their last five times: they slow
+as rows are added). So a hard solution keeps its best architecture with its proven bound (optimal
+false) instead of starving the rest. The request's time limit caps everything.
 """
 
 import time
@@ -24,13 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.search.ilp import solve_core
+from services.search.highs_model import solve_core
 from services.search.outcome import Found, Outcome, within_gap
 from services.search.problem import Problem
 from services.search.relaxation import Relaxation, lagrangian
 from services.search.repair import repair
 
-CORE_MIN_S = 0.5  # below this, starting CBC (a process, a model file, root cuts) is not worth it
+CORE_MIN_S = 0.02  # below this a MIP cannot get through HiGHS's presolve and root LP
 
 
 def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float) -> Outcome:
@@ -48,8 +50,9 @@ def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float)
         quick.append(time.monotonic() - started)
         found = step.found
         if found is None or not found.optimal:
-            reserve = 2 * max(quick[-5:]) * (k - len(outcome.found) - 1)
-            until = deadline if found is None else deadline - reserve
+            to_come = k - len(outcome.found) - 1
+            spare = deadline - 2 * max(quick[-5:]) * to_come - time.monotonic()
+            until = deadline if found is None else time.monotonic() + spare * min(1.0, 2 / (to_come + 1))
             if until - time.monotonic() >= CORE_MIN_S or found is None:
                 found = prove(problem, relaxation.predecessors, step, gap=gap, deadline=until)
         if found is None:
@@ -87,28 +90,35 @@ def relax_and_repair(
 
 
 def prove(problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: float, deadline: float):
-    """Step 3: the core MIP, warm-started from the incumbent; the best architecture with its bound."""
+    """Step 3: the core MIPs; the best architecture found with the best bound proven."""
     best, bound = step.found, step.bound
-    if best is None:
-        core = problem.allowed
-    else:  # delta from the Lagrangian value itself; a little slack so float rounding drops nothing
-        delta = best.objective - step.lagrangian
-        core = problem.allowed & (step.reduced <= delta + 1e-9 * max(1.0, abs(bound)))
-    result = solve_core(
-        problem,
-        predecessors,
-        core,
-        gap_abs=gap * abs(bound),
-        time_limit_s=deadline - time.monotonic(),
-        start=None if best is None else best.choice,
-    )
-    step.exhausted = result.status == "infeasible" and best is None
-    if result.status != "infeasible":  # (with an incumbent in the core, 'infeasible' would be a solver error)
-        bound = max(bound, result.bound)
-    if result.choice is not None:
+    tiny = 1e-9 * max(1.0, abs(bound))  # float rounding of reduced costs must drop nothing
+    # first the core of every architecture within the gap of the bound
+    delta = step.bound - step.lagrangian + gap * abs(bound)
+    for _ in range(2):
+        core = problem.allowed & (step.reduced <= delta + tiny)
+        everything = bool(np.array_equal(core, problem.allowed))
+        result = solve_core(
+            problem,
+            predecessors,
+            core,
+            gap_abs=gap * abs(bound),
+            time_limit_s=deadline - time.monotonic(),
+            start=None if best is None else best.choice,
+        )
+        # outside the core every architecture scores above L + delta
+        bound = max(bound, min(result.bound, np.inf if everything else step.lagrangian + delta))
         choice = _checked(problem, result.choice)
-        if best is None or problem.objective(choice) < best.objective:
+        if choice is not None and (best is None or problem.objective(choice) < best.objective):
             best = _found(problem, choice, bound, gap)
+        step.exhausted = result.status == "infeasible" and everything and best is None
+        if everything or (best is not None and within_gap(best.objective, bound, gap)):
+            break
+        # then the core of every architecture better than the best found (or of all, without one)
+        wider = np.inf if best is None else best.objective - step.lagrangian
+        if wider <= delta or deadline - time.monotonic() < CORE_MIN_S:
+            break
+        delta = wider
     return None if best is None else _found(problem, best.choice, bound, gap)
 
 
