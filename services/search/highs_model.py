@@ -61,8 +61,10 @@ def solve_core(
     gap_abs: float,
     time_limit_s: float,
     start: np.ndarray | None = None,
+    first_only: bool = False,
 ) -> CoreResult:
-    """The best architecture using only candidates in `mask`, within gap_abs of HiGHS's proven bound."""
+    """The best architecture using only candidates in `mask`, within gap_abs of HiGHS's proven bound
+    (or the first one found, with `first_only`)."""
     lp, cols = build(problem, predecessors, mask)
     if lp.num_col_ == 0:  # one candidate left per slot: nothing to search
         choice = mask.argmax(axis=1)
@@ -75,6 +77,8 @@ def solve_core(
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_feasibility_tolerance", FEASIBILITY_TOL)
     h.setOptionValue("primal_feasibility_tolerance", FEASIBILITY_TOL)
+    if first_only:
+        h.setOptionValue("mip_max_improving_sols", 1)
     h.passModel(lp)
     if start is not None and mask[np.arange(problem.num_slots), start].all():
         warm = highspy.HighsSolution()

@@ -52,9 +52,8 @@ def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float)
         if found is None or not found.optimal:
             to_come = k - len(outcome.found) - 1
             spare = deadline - 2 * max(quick[-5:]) * to_come - time.monotonic()
-            until = deadline if found is None else time.monotonic() + spare * min(1.0, 2 / (to_come + 1))
-            if until - time.monotonic() >= CORE_MIN_S or found is None:
-                found = prove(problem, relaxation.predecessors, step, gap=gap, deadline=until)
+            until = time.monotonic() + spare * min(1.0, 2 / (to_come + 1))
+            found = prove(problem, relaxation.predecessors, step, gap=gap, until=until, deadline=deadline)
         if found is None:
             outcome.status = "exhausted" if step.exhausted else "time_limit"
             break
@@ -89,13 +88,18 @@ def relax_and_repair(
     return Step("optimal", bound, dual, reduced, found)
 
 
-def prove(problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: float, deadline: float):
-    """Step 3: the core MIPs; the best architecture found with the best bound proven."""
+def prove(
+    problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: float, until: float, deadline: float
+) -> Found | None:
+    """Step 3: the core MIPs, until `until`; the best architecture found with the best bound proven.
+    Without any architecture by then, the first one found before the deadline."""
     best, bound = step.found, step.bound
     tiny = 1e-9 * max(1.0, abs(bound))  # float rounding of reduced costs must drop nothing
     # first the core of every architecture within the gap of the bound
     delta = step.bound - step.lagrangian + gap * abs(bound)
     for _ in range(2):
+        if until - time.monotonic() < CORE_MIN_S:
+            break
         core = problem.allowed & (step.reduced <= delta + tiny)
         everything = bool(np.array_equal(core, problem.allowed))
         result = solve_core(
@@ -103,7 +107,7 @@ def prove(problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: 
             predecessors,
             core,
             gap_abs=gap * abs(bound),
-            time_limit_s=deadline - time.monotonic(),
+            time_limit_s=until - time.monotonic(),
             start=None if best is None else best.choice,
         )
         # outside the core every architecture scores above L + delta
@@ -116,9 +120,23 @@ def prove(problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: 
             break
         # then the core of every architecture better than the best found (or of all, without one)
         wider = np.inf if best is None else best.objective - step.lagrangian
-        if wider <= delta or deadline - time.monotonic() < CORE_MIN_S:
+        if wider <= delta:
             break
         delta = wider
+    if best is None and not step.exhausted:
+        # no architecture yet: search them all, until the first one (a repair can fail, a MIP cannot)
+        result = solve_core(
+            problem,
+            predecessors,
+            problem.allowed,
+            gap_abs=gap * abs(bound),
+            time_limit_s=deadline - time.monotonic(),
+            first_only=True,
+        )
+        bound = max(bound, result.bound)
+        choice = _checked(problem, result.choice)
+        best = None if choice is None else _found(problem, choice, bound, gap)
+        step.exhausted = result.status == "infeasible"
     return None if best is None else _found(problem, best.choice, bound, gap)
 
 
