@@ -6,7 +6,7 @@ LP solve itself, and the LP is re-solved for every solution; so the relaxation h
 also drives, via highspy) its arrays directly. Slots left with one candidate are fixed: they become
 constants of the objective and of each row's right-hand side. The core MIP is solved by HiGHS in this
 process: CBC through PuLP costs a process start and model files per solve, more than a small core's
-whole solve (measured: K=10 at 160 x 30 took 14 s with CBC cores, about 3 s with HiGHS cores).
+whole solve (measured: K=10 at 160 x 30 took 14 s with CBC cores, under 2 s with HiGHS cores).
 """
 
 from dataclasses import dataclass

@@ -18,7 +18,9 @@ raises the reported bound only, never the L used for the cores.
 Time: the MIPs of a solution may use up to twice its even share of the time left beyond a reserve for
 the solutions still to come by steps 1-2 alone (twice the longest of their last five times: they slow
 as rows are added). So a hard solution keeps its best architecture with its proven bound (optimal
-false) instead of starving the rest. The request's time limit caps everything.
+false) instead of starving the rest; one with no architecture yet (the repair failed) takes the first
+one HiGHS finds. The request's time limit caps everything.
+Measured at 160 x 30, K=100 in 30 s: LP 0.9 s, repair 3.4 s, MIPs the rest.
 """
 
 import time
@@ -135,6 +137,10 @@ def prove(
         )
         bound = max(bound, result.bound)
         choice = _checked(problem, result.choice)
+        if choice is not None:  # a first find can be poor: improve it by moves that keep every row
+            one_hot = (np.arange(problem.allowed.shape[1]) == choice[:, None]).astype(float)
+            polished = repair(problem, predecessors, one_hot, problem.allowed, deadline=deadline)
+            choice = choice if polished is None else _checked(problem, polished)
         best = None if choice is None else _found(problem, choice, bound, gap)
         step.exhausted = result.status == "infeasible"
     return None if best is None else _found(problem, best.choice, bound, gap)
