@@ -6,6 +6,8 @@ is a real lower bound, and the same request gives the same answer.
 """
 
 import itertools
+import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,12 +16,20 @@ from hypothesis import strategies as st
 
 from services.search.ilp import search_cbc
 from services.search.problem import build_problem
-from services.search.solver import search_problem
+from services.search.relaxation import Relaxation
+from services.search.solver import prove, relax_and_repair, search_problem
 from services.search.synthetic import synthetic_budgets, synthetic_slots
 from shared.schemas.search import Budget, Candidate, Slot
 from shared.settings import Settings
 
-SOLVERS = {"fast": search_problem, "cbc": search_cbc}
+
+def search_by_mips(problem, **kwargs):
+    """The fast solver with its repair step failing, so that every solution comes from its MIPs."""
+    with mock.patch("services.search.solver.repair", return_value=None):
+        return search_problem(problem, **kwargs)
+
+
+SOLVERS = {"fast": search_problem, "mips": search_by_mips, "cbc": search_cbc}
 TOL = 1e-9
 
 
@@ -120,3 +130,17 @@ def test_fast_solver_matches_cbc_beyond_brute_force_size():
     assert fast.status == "complete" and all(f.optimal for f in fast.found)
     assert fast.found[0].objective == pytest.approx(cbc.found[0].objective, rel=1e-9)
     assert [f.objective for f in fast.found] == sorted(f.objective for f in fast.found)
+
+
+def test_out_of_time_share_still_returns_an_architecture():
+    """With its time share spent and no incumbent, a solution is the first architecture the MIP finds."""
+    problem = build_problem(synthetic_slots(24, 8), synthetic_budgets(), max_overlap=0.5, settings=Settings())
+    relaxation = Relaxation(problem)
+    first = search_problem(problem, k=1, gap=0.0, time_limit_s=60).found[0]
+    relaxation.add_overlap_row(first.choice)
+    step = relax_and_repair(problem, relaxation, first.bound, gap=1e-3, deadline=time.monotonic() + 60)
+    step.found = None  # as when the repair fails
+    found = prove(problem, relaxation.predecessors, step, gap=1e-3, until=0.0, deadline=time.monotonic() + 60)
+    assert problem.within_budgets(found.choice)
+    assert problem.overlaps_hold(found.choice, [first.choice])
+    assert first.bound <= found.bound <= found.objective
