@@ -1,7 +1,7 @@
 """Files that are never half-written: write to a temporary path beside the target, then rename."""
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,11 +9,12 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path beside target that replaces it only when the block succeeds."""
+    """A temporary path beside target that replaces it only when the block succeeds.
+
+    The caller creates the file (with the process's usual permissions); on failure it is removed.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
         os.replace(tmp, target)
