@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import batches, four_candidates, load_teacher, parser, set_threads
-from services.trainer.distill import build_students, capture, distill_step, nmse, parameters
+from services.trainer.learning.distill import build_students, capture, distill_step, nmse, parameters
 
 
 def timed(fn, repeats: int) -> float:

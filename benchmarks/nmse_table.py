@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from benchmarks.common import DEMO_TEACHER
-from services.trainer.local import distill_locally
+from services.trainer.local import run_locally
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
 from shared.settings import get_settings
@@ -62,7 +62,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "spec.json").write_text(json.dumps(spec, indent=1))
-    result = distill_locally(args.out / "spec.json", args.out, get_settings())
+    result = run_locally(args.out / "spec.json", args.out, get_settings())
     nmse = result["heldout_nmse"]
     layers = shape.num_layers
     for kind in ("attn", "mlp"):

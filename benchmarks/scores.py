@@ -11,8 +11,8 @@ import time
 import torch
 
 from benchmarks.common import batches, four_candidates, load_teacher, parser, set_threads, with_fixed
-from services.trainer.distill import build_students, capture
-from services.trainer.scores import score_table
+from services.trainer.learning.distill import build_students, capture
+from services.trainer.learning.scores import score_table
 from shared.model import Decoder
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from services import stack
 from services.profiler import main as profiler_main
 from services.trainer import main as trainer_main
-from services.trainer.teacher import TeacherConfig, make_teacher
+from services.trainer.learning.teacher import TeacherConfig, make_teacher
 from shared.db import make_engine, upgrade
 from shared.settings import get_settings
 

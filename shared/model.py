@@ -15,12 +15,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from shared import decilm
 from shared.files import atomic_path
 from shared.operators import Identity, KVCache, build_operator, init_weights
 from shared.schemas.operators import Architecture, parse_slot_id, slot_id
 from shared.schemas.shape import ModelShape
 
-ARCHITECTURE_KEY = "unast_architecture"
+ARCHITECTURE_KEY = "unast_architecture"  # {"choices": {slot id: candidate id}}: what the loader reads
+BLOCKS_KEY = "unast_blocks"  # per block, its attention and MLP operators: for people and other tools
 
 
 class Block(nn.Module):
@@ -114,18 +116,23 @@ class Decoder(nn.Module):
             state.pop("lm_head.weight", None)
         return state
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write model.safetensors, then config.json, each atomically (temp file, then rename)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def config(self) -> dict:
+        """config.json: the teacher's shape in Hugging Face Llama terms; a compressed model adds its
+        architecture (what the loader reads) and, per block, what its attention and MLP became."""
         config = self.shape.to_hf_config()
         config["torch_dtype"] = str(self.embed.weight.dtype).removeprefix("torch.")
         if not self.is_teacher():
             config[ARCHITECTURE_KEY] = self.architecture.model_dump(mode="json")
+            config[BLOCKS_KEY] = [layer.model_dump(mode="json") for layer in self.architecture.layers]
+        return config
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write model.safetensors, then config.json, each atomically (temp file, then rename)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / "model.safetensors") as tmp:
             save_file(self.hf_state_dict(), tmp, metadata={"format": "pt"})
-        with atomic_path(directory / "config.json") as tmp:
-            tmp.write_text(json.dumps(config, indent=2) + "\n")
+        write_config(directory, self.config())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32) -> "Decoder":
@@ -133,9 +140,11 @@ class Decoder(nn.Module):
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
         shape = ModelShape.from_hf_config(config)
-        architecture = (
-            Architecture.model_validate(config[ARCHITECTURE_KEY]) if ARCHITECTURE_KEY in config else None
-        )
+        architecture = None
+        if ARCHITECTURE_KEY in config:
+            architecture = Architecture.model_validate(config[ARCHITECTURE_KEY])
+        elif config.get("model_type") == decilm.MODEL_TYPE:
+            architecture = decilm.architecture(config, shape)
         with torch.device("meta"):  # no time spent initialising weights about to be overwritten
             model = cls(shape, architecture)
         model.to_empty(device="cpu")
@@ -149,6 +158,11 @@ class Decoder(nn.Module):
         if shape.tie_word_embeddings:
             model.lm_head.weight = model.embed.weight
         return model.to(dtype)
+
+
+def write_config(directory: Path, config: dict) -> None:
+    with atomic_path(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
@@ -169,8 +183,10 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
 
 
 # Our module names <-> Hugging Face Llama names. A slot's RMSNorm lives in its operator here and
-# beside it in Hugging Face; a linear operator's weight is named <slot module>.proj.
+# beside it in Hugging Face; a linear operator's weight takes the DeciLM name (shared/decilm.py).
 _TO_HF = [
+    (r"^blocks\.(\d+)\.attention\.proj\.", r"model.layers.\1.self_attn.linear_attn."),
+    (r"^blocks\.(\d+)\.mlp\.proj\.", r"model.layers.\1.mlp.linear_mlp."),
     (r"^embed\.", "model.embed_tokens."),
     (r"^norm\.", "model.norm."),
     (r"^blocks\.(\d+)\.attention\.norm\.", r"model.layers.\1.input_layernorm."),
@@ -179,6 +195,8 @@ _TO_HF = [
     (r"^blocks\.(\d+)\.mlp\.", r"model.layers.\1.mlp."),
 ]
 _FROM_HF = [
+    (r"^model\.layers\.(\d+)\.self_attn\.linear_attn\.", r"blocks.\1.attention.proj."),
+    (r"^model\.layers\.(\d+)\.mlp\.linear_mlp\.", r"blocks.\1.mlp.proj."),
     (r"^model\.embed_tokens\.", "embed."),
     (r"^model\.norm\.", "norm."),
     (r"^model\.layers\.(\d+)\.input_layernorm\.", r"blocks.\1.attention.norm."),

@@ -107,7 +107,7 @@ class Attention(nn.Module):
             k,
             v,
             attn_mask=mask,
-            is_causal=start == 0 and tokens > 1,
+            is_causal=start == 0,  # a Python bool, also when tokens is symbolic (torch.export)
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
         return self.o_proj(y.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim))

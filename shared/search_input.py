@@ -7,23 +7,18 @@ on the held-out batches) are taken as 0: no replacement is better than the teach
 and the search's scores are non-negative.
 """
 
-from typing import Any
-
 from shared.schemas.lut import CostTable
-from shared.schemas.operators import operator_adapter, spec_hash
+from shared.schemas.operators import spec_hash
+from shared.schemas.scores import ScoreTable
 from shared.schemas.search import Candidate, Slot
 
 
-def search_slots(score_slots: list[dict[str, Any]], costs: CostTable) -> list[Slot]:
-    """Join a score job's `slots` with a LUT export, slot by slot, candidate by operator spec."""
+def search_slots(scores: ScoreTable, costs: CostTable) -> list[Slot]:
+    """Join a score table with a LUT export, slot by slot, candidate by operator spec."""
     costed = {(slot.id, spec_hash(c.operator)): c for slot in costs.slots for c in slot.candidates}
-    scored = {
-        (slot["id"], spec_hash(operator_adapter.validate_python(c["operator"]))): c
-        for slot in score_slots
-        for c in slot["candidates"]
-    }
+    scored = {(slot.id, spec_hash(c.operator)): c for slot in scores.slots for c in slot.candidates}
     unmatched = sorted(
-        f"{key[0]} score only: {scored[key]['id']}"
+        f"{key[0]} score only: {scored[key].id}"
         if key in scored
         else f"{key[0]} cost only: {costed[key].id}"
         for key in scored.keys() ^ costed.keys()
@@ -34,6 +29,6 @@ def search_slots(score_slots: list[dict[str, Any]], costs: CostTable) -> list[Sl
     for key, score in scored.items():
         cost = costed[key]
         slots.setdefault(key[0], []).append(
-            Candidate(id=cost.id, score=max(0.0, score["score"]), costs=cost.costs, reference=cost.reference)
+            Candidate(id=cost.id, score=max(0.0, score.score), costs=cost.costs, reference=cost.reference)
         )
     return [Slot(id=slot_id, candidates=candidates) for slot_id, candidates in slots.items()]

@@ -92,7 +92,7 @@ def measured_operators(request: BuildRequest) -> list[OperatorSpec]:
 
 def identity_architecture(num_layers: int) -> Architecture:
     """Every slot skipped: what remains is the fixed part."""
-    return Architecture(layers=[LayerChoice(attention=IdentityOp(), mlp=IdentityOp())] * num_layers)
+    return Architecture.from_layers([LayerChoice(attention=IdentityOp(), mlp=IdentityOp())] * num_layers)
 
 
 class Bench:
@@ -192,11 +192,9 @@ def random_architectures(lut: Lut, count: int, seed: int) -> list[Architecture]:
     specs = [e.operator for e in lut.entries]
     pools = {t: [s for s in specs if fits(s, t)] for t in ("attention", "mlp")}
     return [
-        Architecture(
-            layers=[
-                LayerChoice(attention=rng.choice(pools["attention"]), mlp=rng.choice(pools["mlp"]))
-                for _ in range(lut.shape.num_layers)
-            ]
+        Architecture.from_layers(
+            LayerChoice(attention=rng.choice(pools["attention"]), mlp=rng.choice(pools["mlp"]))
+            for _ in range(lut.shape.num_layers)
         )
         for _ in range(count)
     ]

@@ -1,5 +1,5 @@
-"""`unast-trainer`: serve the trainer API, run a job worker, prepare the training data, or distil from
-a spec file (alone or under torchrun)."""
+"""`unast-trainer`: serve the trainer API, run a job worker, prepare the training data, or run a job
+from a spec file without the queue (alone or under torchrun)."""
 
 import argparse
 import json
@@ -20,29 +20,26 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="tokenise the built-in corpus and print its figures")
     data.add_argument("--out", type=Path, help="folder for tokenizer.json and the token files")
     data.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary size")
-    distill = sub.add_parser(
-        "distill", help="distil from a spec file without the queue (alone or under torchrun)"
-    )
-    distill.add_argument("--spec", type=Path, required=True, help="a distill job spec as JSON")
-    distill.add_argument(
-        "--out", type=Path, required=True, help="folder for checkpoints, weights, result.json"
-    )
+    run = sub.add_parser("run", help="run a job from a spec file without the queue (alone or under torchrun)")
+    run.add_argument("--spec", type=Path, required=True, help="a job spec as JSON (any kind)")
+    run.add_argument("--out", type=Path, required=True, help="folder for checkpoints, outputs, result.json")
     return parser
 
 
-def run_worker() -> None:
-    from services.trainer.worker import Worker
+def run_worker(kinds=None) -> None:
+    from services.trainer.kinds import KINDS
+    from services.trainer.worker import trainer_worker
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    Worker(settings).serve(stop)
+    trainer_worker(settings, kinds or KINDS).serve(stop)
 
 
 def run_data(out: Path | None, vocab_size: int) -> None:
-    from services.trainer import data
+    from services.trainer.learning import data
 
     settings = get_settings()
     corpus = data.prepare_corpus(out or data.corpus_dir(settings, vocab_size), vocab_size)
@@ -55,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         run_worker()
     elif args.command == "data":
         run_data(args.out, args.vocab_size)
-    elif args.command == "distill":
-        from services.trainer.local import distill_locally
+    elif args.command == "run":
+        from services.trainer.local import run_locally
 
-        distill_locally(args.spec, args.out, get_settings())
+        run_locally(args.spec, args.out, get_settings())
     else:
         from services.trainer.main import create_app
 

@@ -9,9 +9,19 @@ data with a stable content hash: the same spec always builds the same module sha
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from shared.schemas.shape import ModelShape
 
@@ -132,35 +142,125 @@ class LayerChoice(BaseModel):
         return self
 
 
+_OPERATOR_NAME = re.compile(r"attn_h(\d+)_kv(\d+)_d(\d+)|mlp_i(\d+)|identity|linear")
+
+
+def operator_from_name(name: str) -> OperatorSpec:
+    """The operator a candidate id names: the inverse of spec_name. ValueError for any other name."""
+    found = _OPERATOR_NAME.fullmatch(name)
+    if found is None:
+        raise ValueError(
+            f"{name!r} names no operator (attn_h<heads>_kv<kv heads>_d<head dim>, mlp_i<size>, "
+            "identity or linear)"
+        )
+    heads, kv_heads, head_dim, size = found.groups()
+    if heads is not None:
+        return AttentionOp(num_heads=int(heads), num_kv_heads=int(kv_heads), head_dim=int(head_dim))
+    if size is not None:
+        return MLPOp(intermediate_size=int(size))
+    return IdentityOp() if name == "identity" else LinearOp()
+
+
+def _slot_id(slot: str) -> str:
+    parse_slot_id(slot)
+    return slot
+
+
+def _candidate_id(name: str) -> str:
+    operator_from_name(name)
+    return name
+
+
+SlotId = Annotated[str, Field(max_length=32), AfterValidator(_slot_id)]
+CandidateId = Annotated[str, Field(max_length=64), AfterValidator(_candidate_id)]
+
+
 class Architecture(BaseModel):
-    """One operator per slot: the candidate architecture C(x; Z) of the paper."""
+    """One operator per slot: the candidate architecture C(x; Z) of the paper.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    In the search's own words: slot id -> candidate id, where a candidate id names its operator
+    (spec_name). Every service reads and writes this one form, and a search solution validates as it
+    is (its rank, objective, costs and bounds are ignored), so clients pass solutions through unchanged.
+    """
 
-    layers: list[LayerChoice] = Field(min_length=1, max_length=1024)
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    choices: dict[SlotId, CandidateId] = Field(
+        min_length=2,
+        max_length=2048,
+        description="Slot id (block<N>.attn, block<N>.mlp) -> candidate id naming its operator "
+        "(attn_h<heads>_kv<kv heads>_d<head dim>, mlp_i<intermediate size>, identity, linear); "
+        "every slot of blocks 0..N-1. A search solution's `choices`.",
+    )
+
+    @field_validator("choices")
+    @classmethod
+    def _complete_and_fitting(cls, choices: dict[str, str]) -> dict[str, str]:
+        blocks = 1 + max(parse_slot_id(slot)[0] for slot in choices)
+        for slot, slot_type in _slot_order(blocks):
+            if slot not in choices:
+                raise ValueError(f"{slot}: missing (every slot of blocks 0..{blocks - 1} needs a choice)")
+            spec = operator_from_name(choices[slot])
+            if not fits(spec, slot_type):
+                raise ValueError(f"{slot}: {choices[slot]!r} cannot fill a {slot_type} slot")
+        # model order, so that equal architectures serialise (and hash) alike
+        return {slot: choices[slot] for slot, _ in _slot_order(blocks)}
+
+    @classmethod
+    def from_operators(cls, operators: Mapping[str, OperatorSpec]) -> Self:
+        """From slot id -> operator spec."""
+        return cls(choices={slot: spec_name(spec) for slot, spec in operators.items()})
+
+    @classmethod
+    def from_layers(cls, layers: Iterable[LayerChoice]) -> Self:
+        return cls.from_operators(
+            {slot_id(i, t): getattr(layer, t) for i, layer in enumerate(layers) for t in ("attention", "mlp")}
+        )
 
     @classmethod
     def teacher(cls, shape: ModelShape) -> Self:
         choice = LayerChoice(
             attention=teacher_operator(shape, "attention"), mlp=teacher_operator(shape, "mlp")
         )
-        return cls(layers=[choice] * shape.num_layers)
+        return cls.from_layers([choice] * shape.num_layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.choices) // 2
+
+    def operator(self, slot: str) -> OperatorSpec:
+        return operator_from_name(self.choices[slot])
+
+    @property
+    def layers(self) -> list[LayerChoice]:
+        """Per block, its two operators."""
+        return [
+            LayerChoice(
+                attention=self.operator(slot_id(i, "attention")), mlp=self.operator(slot_id(i, "mlp"))
+            )
+            for i in range(self.num_layers)
+        ]
 
     def slots(self) -> list[tuple[str, SlotType, OperatorSpec]]:
         """(slot id, slot type, operator) for every slot, in model order."""
-        return [
-            (slot_id(i, slot_type), slot_type, getattr(layer, slot_type))
-            for i, layer in enumerate(self.layers)
-            for slot_type in ("attention", "mlp")
-        ]
+        return [(slot, slot_type, self.operator(slot)) for slot, slot_type in _slot_order(self.num_layers)]
 
     def replace(self, slot: str, spec: OperatorSpec) -> Self:
         """This architecture with one slot's operator replaced."""
-        layer, slot_type = parse_slot_id(slot)
-        layers = list(self.layers)
-        layers[layer] = layers[layer].model_copy(update={slot_type: spec})
-        return type(self)(layers=[LayerChoice.model_validate(c.model_dump()) for c in layers])
+        if slot not in self.choices:
+            raise ValueError(f"{slot}: not a slot of this architecture")
+        return type(self)(choices={**self.choices, slot: spec_name(spec)})
 
     def check_shape(self, shape: ModelShape) -> None:
-        if len(self.layers) != shape.num_layers:
-            raise ValueError(f"architecture has {len(self.layers)} layers, the model {shape.num_layers}")
+        """ValueError naming the first slot that the model lacks or the architecture misses."""
+        if self.num_layers > shape.num_layers:
+            raise ValueError(
+                f"{slot_id(shape.num_layers, 'attention')}: the model has {shape.num_layers} blocks"
+            )
+        if self.num_layers < shape.num_layers:
+            missing = slot_id(self.num_layers, "attention")
+            raise ValueError(f"{missing}: missing (the model has {shape.num_layers} blocks)")
+
+
+def _slot_order(blocks: int) -> list[tuple[str, SlotType]]:
+    return [(slot_id(i, t), t) for i in range(blocks) for t in ("attention", "mlp")]

@@ -47,9 +47,12 @@ class ModelShape(BaseModel):
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> Self:
-        """Read a Hugging Face Llama config.json (a dict); refuses other architectures."""
-        if config.get("model_type") != "llama":
-            raise ValueError(f"model_type {config.get('model_type')!r} is not supported (only 'llama')")
+        """Read a Hugging Face Llama config.json (a dict), or a DeciLM / Nemotron-NAS one (whose
+        blocks vary; shared/decilm.py reads them); refuses other architectures."""
+        if config.get("model_type") not in ("llama", "nemotron-nas"):
+            raise ValueError(
+                f"model_type {config.get('model_type')!r} is not supported (only 'llama' and 'nemotron-nas')"
+            )
         if config.get("attention_bias") or config.get("mlp_bias"):
             raise ValueError("attention_bias / mlp_bias are not supported")
         heads = config["num_attention_heads"]

@@ -1,7 +1,8 @@
 import pytest
 
 from shared.schemas.lut import CostCandidate, CostSlot, CostTable
-from shared.schemas.operators import IdentityOp, MLPOp
+from shared.schemas.operators import IdentityOp, MLPOp, spec_name
+from shared.schemas.scores import ScoredCandidate, ScoredSlot, ScoreTable
 from shared.search_input import search_slots
 
 TEACHER = MLPOp(intermediate_size=176)
@@ -22,13 +23,18 @@ def cost_table(*operators) -> CostTable:
     )
 
 
-def score_slots(*pairs) -> list[dict]:
-    return [
-        {
-            "id": "block0.mlp",
-            "candidates": [{"id": "x", "score": s, "operator": op.model_dump()} for op, s in pairs],
-        }
+def score_slots(*pairs) -> ScoreTable:
+    candidates = [
+        ScoredCandidate(id=spec_name(op), operator=op, score=s, stderr=0.01, reference=op == TEACHER)
+        for op, s in pairs
     ]
+    return ScoreTable(
+        teacher_loss=3.0,
+        tokens=1024,
+        batches=4,
+        rank_stability=None,
+        slots=[ScoredSlot(id="block0.mlp", candidates=candidates)],
+    )
 
 
 def test_scores_and_costs_join_on_the_operator():

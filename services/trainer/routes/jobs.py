@@ -1,27 +1,16 @@
 """/v1/jobs: submit a job (idempotently), read it, list jobs, cancel one, fetch its result."""
 
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
-from services.trainer import jobs
-from services.trainer.inputs import check_inputs
+from services.trainer.deps import QUEUE, JobId, found
+from services.trainer.kinds import KINDS, JobSpec
 from shared.api import SessionDep, SettingsDep, TokenDep
-from shared.errors import ApiError, invalid, not_found
-from shared.schemas.jobs import Job, JobPage, JobResult, JobSpec, JobState, spec_digest
+from shared.errors import ApiError, invalid
+from shared.schemas.jobs import Job, JobPage, JobResult, JobState, spec_digest
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-T = TypeVar("T")
-
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job's id.")]
-
-
-def found(value: T | None, job_id: str) -> T:
-    """What a data function returned for a job, or a 404 when the job does not exist."""
-    if value is None:
-        raise not_found("job", job_id)
-    return value
 
 
 @router.post(
@@ -45,8 +34,8 @@ def submit(
         ),
     ] = None,
 ) -> Job:
-    spec = check_inputs(spec, settings, session)
-    job, created = jobs.submit_job(session, spec=spec, idempotency_key=idempotency_key)
+    spec = KINDS[spec.kind].check(spec, settings, session)
+    job, created = QUEUE.submit(session, spec=spec, idempotency_key=idempotency_key)
     if not created:
         if job.spec_digest != spec_digest(spec):
             raise invalid("Idempotency-Key", "already used for a different request", job_id=job.id)
@@ -62,13 +51,13 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobPage:
-    page, total = jobs.list_jobs(session, state=state, kind=kind, limit=limit, offset=offset)
+    page, total = QUEUE.page(session, state=state, kind=kind, limit=limit, offset=offset)
     return JobPage(jobs=[Job.model_validate(job) for job in page], total=total)
 
 
-@router.get("/{job_id}", summary="A job: state, progress, attempt, heartbeat, error")
+@router.get("/{job_id}", summary="A job: state, progress, message, ETA, attempt, heartbeat, error")
 def get_job(job_id: JobId, session: SessionDep) -> Job:
-    return Job.model_validate(found(jobs.get_job(session, job_id=job_id), job_id))
+    return Job.model_validate(found(QUEUE.get(session, job_id=job_id), job_id))
 
 
 @router.post(
@@ -78,7 +67,7 @@ def get_job(job_id: JobId, session: SessionDep) -> Job:
     responses={409: {"description": "The job already succeeded or failed"}},
 )
 def cancel_job(job_id: JobId, session: SessionDep) -> Job:
-    job = found(jobs.cancel_job(session, job_id=job_id), job_id)
+    job = found(QUEUE.cancel(session, job_id=job_id), job_id)
     if job.state in ("succeeded", "failed"):
         raise ApiError(409, f"job {job_id} already {job.state}", details={"state": job.state})
     return Job.model_validate(job)
@@ -86,11 +75,11 @@ def cancel_job(job_id: JobId, session: SessionDep) -> Job:
 
 @router.get(
     "/{job_id}/result",
-    summary="The result of a succeeded job",
+    summary="The result of a succeeded job (its kind's result model)",
     responses={409: {"description": "The job has not succeeded (yet)"}},
 )
 def get_result(job_id: JobId, session: SessionDep) -> JobResult:
-    job = found(jobs.get_job(session, job_id=job_id), job_id)
+    job = found(QUEUE.get(session, job_id=job_id), job_id)
     if job.state != "succeeded":
         message = f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else "")
         raise ApiError(409, message, details={"state": job.state})

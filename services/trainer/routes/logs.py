@@ -4,8 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.trainer import jobs
-from services.trainer.routes.jobs import JobId, found
+from services.trainer.deps import QUEUE, JobId, found
 from shared.api import SessionDep
 from shared.schemas.jobs import JobLog, LogLine
 
@@ -14,13 +13,15 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.get("/{job_id}/log", summary="Progress and the last lines of a job's log")
 def get_log(job_id: JobId, session: SessionDep, tail: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobLog:
-    lines = found(jobs.job_log(session, job_id=job_id, tail=tail), job_id)
-    job = jobs.get_job(session, job_id=job_id)
+    lines = found(QUEUE.log(session, job_id=job_id, tail=tail), job_id)
+    job = QUEUE.get(session, job_id=job_id)
     return JobLog(
         job_id=job.id,
         state=job.state,
         step=job.step,
         steps=job.steps,
         progress=job.progress,
+        message=job.message,
+        eta_s=job.eta_s,
         lines=[LogLine.model_validate(line) for line in lines],
     )

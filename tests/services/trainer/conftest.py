@@ -7,7 +7,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from services.trainer import data
+from services.trainer.learning import data
 from services.trainer.main import MIGRATIONS, VERSION_TABLE, create_app
 from shared.clients.trainer import TrainerClient
 from shared.db import make_engine, make_sessionmaker, upgrade

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from services.trainer.paths import job_dir
-from services.trainer.worker import Worker
+from services.trainer.worker import trainer_worker
 from shared.candidates import candidates as default_candidates
 from shared.clients.base import ServiceError
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
@@ -55,7 +55,7 @@ def distill_body(teacher_dir, **changes) -> dict:
 
 
 def run_next(settings: Settings) -> bool:
-    return Worker(fast(settings)).run_next(threading.Event())
+    return trainer_worker(fast(settings)).run_next(threading.Event())
 
 
 def test_distill_then_score(settings, trainer, teacher_dir):
@@ -73,6 +73,7 @@ def test_distill_then_score(settings, trainer, teacher_dir):
         smaller = "attn_h2_kv1_d8" if slot.endswith("attn") else "mlp_i48"
         assert 0.0 < by_candidate[smaller] < 1.0  # it learned something of its teacher
     assert [a.name for a in trainer.artifacts(distill.id)] == ["candidates"]
+    assert done.progress == 1.0 and done.message == "succeeded"
 
     score = trainer.submit(
         {
@@ -87,13 +88,15 @@ def test_distill_then_score(settings, trainer, teacher_dir):
     )
     assert run_next(settings)
     scored = trainer.result(score.id).result
-    assert scored["teacher_loss"] > 0 and scored["tokens"] == 3 * 4 * 64
+    assert scored["teacher_loss"] > 0 and scored["tokens"] == 3 * 4 * 64 and scored["batches"] == 3
+    assert -1 <= scored["rank_stability"] <= 1
     slots = {s["id"]: {c["id"]: c for c in s["candidates"]} for s in scored["slots"]}
     for by_id in slots.values():
         references = [c for c in by_id.values() if c["reference"]]
         assert len(references) == 1 and references[0]["score"] == 0.0
         assert by_id["identity"]["score"] > 0  # skipping a sublayer of a trained model costs loss
         assert by_id["identity"]["operator"] == {"kind": "identity"}
+        assert by_id["identity"]["stderr"] > 0 and references[0]["stderr"] == 0.0
     # the search request's shape: every slot lists its candidates with a score
     assert set(slots) == set(nmse)
 

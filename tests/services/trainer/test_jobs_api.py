@@ -5,10 +5,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from services.trainer.kinds.distill import DistillSpec
 from services.trainer.main import create_app
 from shared.clients.base import ServiceError
 from shared.clients.trainer import TrainerClient
-from shared.schemas.jobs import DistillSpec
 from shared.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""`unast-trainer distill` from a spec file: the same loop as the job, alone and under torchrun."""
+"""`unast-trainer run` from a spec file: the same runner as the queued job, alone and under torchrun."""
 
 import json
 import os
@@ -18,7 +18,7 @@ def test_torchrun_distils_on_two_ranks(tmp_path, trained_teacher):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | {"OMP_NUM_THREADS": "1"}
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "services.trainer.cli", "distill"]
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "services.trainer.cli", "run"]
     command += ["--spec", str(tmp_path / "spec.json"), "--out", str(tmp_path / "out")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

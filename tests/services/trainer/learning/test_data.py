@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from services.trainer import cli, data
+from services.trainer import cli
+from services.trainer.learning import data
 
 PLAY = """# The Example
 

@@ -5,20 +5,20 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from services.trainer import queue
-from services.trainer.jobs import cancel_job, get_job, submit_job
-from services.trainer.models import Job, utcnow
-from tests.services.trainer.linear_job import LinearSpec
+from services.jobs.queue import stale_cutoff
+from services.jobs.tables import utcnow
+from services.trainer.models import QUEUE, Job
+from tests.services.jobs.linear_job import LinearSpec
 
 
 def submit(sessions, n: int = 1, **spec) -> list[str]:
     with sessions() as session:
-        return [submit_job(session, spec=LinearSpec(steps=5, seed=i, **spec))[0].id for i in range(n)]
+        return [QUEUE.submit(session, spec=LinearSpec(steps=5, seed=i, **spec))[0].id for i in range(n)]
 
 
 def claim(sessions, worker: str = "w1", kinds=("linear",)):
     with sessions() as session:
-        return queue.claim_job(session, worker=worker, kinds=kinds)
+        return QUEUE.claim(session, worker=worker, kinds=kinds)
 
 
 def test_concurrent_claims_never_hand_out_a_job_twice(sessions):
@@ -39,7 +39,7 @@ def test_concurrent_claims_never_hand_out_a_job_twice(sessions):
     assert sorted(every) == sorted(ids)  # each job exactly once
     with sessions() as session:
         for job_id in ids:
-            job = get_job(session, job_id=job_id)
+            job = QUEUE.get(session, job_id=job_id)
             assert (job.state, job.attempt) == ("running", 1)
             assert job_id in claimed[job.worker]
 
@@ -56,7 +56,7 @@ def test_claims_take_the_oldest_job_of_a_known_kind(sessions):
 def test_a_cancelled_job_is_not_claimed(sessions):
     (job_id,) = submit(sessions)
     with sessions() as session:
-        cancel_job(session, job_id=job_id)
+        QUEUE.cancel(session, job_id=job_id)
     assert claim(sessions) is None
 
 
@@ -75,14 +75,14 @@ def test_stale_jobs_are_requeued_failed_or_cancelled(sessions):
     with sessions() as session:
         session.execute(update(Job).where(Job.id == give_up).values(attempt=3))
         session.commit()
-        cancel_job(session, job_id=cancel)
+        QUEUE.cancel(session, job_id=cancel)
     for job_id in (requeue, give_up, cancel):
         age(sessions, job_id, 60)
     with sessions() as session:
-        changed = queue.recover_stale(session, stale_before=queue.stale_cutoff(30), max_attempts=3)
+        changed = QUEUE.recover_stale(session, stale_before=stale_cutoff(30), max_attempts=3)
     assert changed == {"queued": [requeue], "failed": [give_up], "cancelled": [cancel]}
     with sessions() as session:
-        states = {job_id: get_job(session, job_id=job_id) for job_id in (requeue, give_up, cancel, fresh)}
+        states = {job_id: QUEUE.get(session, job_id=job_id) for job_id in (requeue, give_up, cancel, fresh)}
     assert states[requeue].state == "queued" and states[requeue].worker is None
     assert states[give_up].state == "failed" and "3 workers were lost" in states[give_up].error
     assert states[cancel].state == "cancelled"
@@ -96,19 +96,19 @@ def test_only_the_owner_may_write_to_a_job(sessions):
     claim(sessions, "w1")
     age(sessions, job_id, 60)
     with sessions() as session:
-        queue.recover_stale(session, stale_before=queue.stale_cutoff(30), max_attempts=3)
+        QUEUE.recover_stale(session, stale_before=stale_cutoff(30), max_attempts=3)
     claim(sessions, "w2")
     with sessions() as session:  # w1 was slow, not dead: it comes back and finds the job gone
-        assert not queue.heartbeat(session, job_id=job_id, worker="w1", step=3, steps=5)
-        assert not queue.finish_job(
+        assert not QUEUE.heartbeat(session, job_id=job_id, worker="w1", step=3, steps=5)
+        assert not QUEUE.finish(
             session, job_id=job_id, worker="w1", state="succeeded", step=5, steps=5, result={}
         )
-        assert not queue.release_job(session, job_id=job_id, worker="w1", step=3)
-        assert queue.heartbeat(session, job_id=job_id, worker="w2", step=2, steps=5)
-        assert queue.finish_job(
+        assert not QUEUE.release(session, job_id=job_id, worker="w1", step=3)
+        assert QUEUE.heartbeat(session, job_id=job_id, worker="w2", step=2, steps=5)
+        assert QUEUE.finish(
             session, job_id=job_id, worker="w2", state="succeeded", step=5, steps=5, result={"a": 1}
         )
-        job = get_job(session, job_id=job_id)
+        job = QUEUE.get(session, job_id=job_id)
         assert (job.state, job.result, job.worker, job.attempt) == ("succeeded", {"a": 1}, "w2", 2)
 
 
@@ -116,6 +116,6 @@ def test_a_released_job_gets_its_attempt_back(sessions):
     (job_id,) = submit(sessions)
     claim(sessions)
     with sessions() as session:
-        assert queue.release_job(session, job_id=job_id, worker="w1", step=3)
-        job = get_job(session, job_id=job_id)
+        assert QUEUE.release(session, job_id=job_id, worker="w1", step=3)
+        job = QUEUE.get(session, job_id=job_id)
         assert (job.state, job.attempt, job.step, job.worker) == ("queued", 0, 3, None)

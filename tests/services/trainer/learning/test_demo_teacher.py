@@ -8,10 +8,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from services.trainer import data
+from services.trainer.learning import data
 from shared.model import Decoder
 
-TEACHER = Path(__file__).parents[3] / "models" / "shakespeare-teacher"
+TEACHER = Path(__file__).parents[4] / "models" / "shakespeare-teacher"
 
 
 @pytest.fixture(scope="module")

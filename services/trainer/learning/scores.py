@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from services.trainer.distill import Students
+from services.trainer.learning.students import Students
 from shared.model import Decoder, residual
 
 

@@ -17,13 +17,13 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from services.trainer.checkpoint import load_checkpoint
-from services.trainer.jobs import cancel_job, get_job, job_log, list_artifacts, submit_job
+from services.jobs.checkpoint import load_checkpoint
+from services.trainer.models import QUEUE
 from services.trainer.paths import job_dir
-from services.trainer.worker import Worker
+from services.trainer.worker import trainer_worker
 from shared.settings import Settings
+from tests.services.jobs.linear_job import LinearSpec, linear_kind, run_linear
 from tests.services.trainer.conftest import fast
-from tests.services.trainer.linear_job import LinearSpec, run_linear
 
 ROOT = Path(__file__).parents[3]
 HANG_GUARD_S = 120  # only against a hang; nothing is timed
@@ -31,21 +31,21 @@ HANG_GUARD_S = 120  # only against a hang; nothing is timed
 
 def submit(sessions, spec: LinearSpec) -> str:
     with sessions() as session:
-        return submit_job(session, spec=spec)[0].id
+        return QUEUE.submit(session, spec=spec)[0].id
 
 
 def job(sessions, job_id: str):
     with sessions() as session:
-        return get_job(session, job_id=job_id)
+        return QUEUE.get(session, job_id=job_id)
 
 
 def log_lines(sessions, job_id: str) -> list[str]:
     with sessions() as session:
-        return [line.message for line in job_log(session, job_id=job_id, tail=1000)]
+        return [line.message for line in QUEUE.log(session, job_id=job_id, tail=1000)]
 
 
 def run_once(settings: Settings, runner=run_linear, stop: threading.Event | None = None) -> bool:
-    return Worker(fast(settings), runners={"linear": runner}).run_next(stop or threading.Event())
+    return trainer_worker(fast(settings), {"linear": linear_kind(runner)}).run_next(stop or threading.Event())
 
 
 def test_a_job_runs_to_its_result_with_checkpoints_and_an_artifact(settings, sessions, trainer):
@@ -211,13 +211,13 @@ def test_worker_processes_share_the_queue_and_a_sigkilled_job_resumes_elsewhere(
         assert (short.state, short.attempt) == ("succeeded", 1)
         assert sum(line.startswith("attempt") for line in log_lines(sessions, job_id)) == 1
         with sessions() as session:
-            assert len(list_artifacts(session, job_id=job_id)) == 1
+            assert len(QUEUE.artifacts(session, job_id=job_id)) == 1
 
 
 def test_cancel_reaches_a_queued_job_before_any_worker(settings, sessions):
     job_id = submit(sessions, LinearSpec(steps=5))
     with sessions() as session:
-        cancel_job(session, job_id=job_id)
+        QUEUE.cancel(session, job_id=job_id)
     assert not run_once(settings)
     assert job(sessions, job_id).state == "cancelled"
 

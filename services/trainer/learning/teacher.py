@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from services.trainer.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from services.trainer.data import (
+from services.jobs.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from services.trainer.learning.data import (
     Corpus,
     corpus_dir,
     heldout_batches,
@@ -22,7 +22,7 @@ from services.trainer.data import (
     sample_batch,
     save_tokenizer,
 )
-from services.trainer.distill import learning_rate
+from services.trainer.learning.training import learning_rate
 from shared.files import atomic_path
 from shared.model import Decoder
 from shared.schemas.shape import ModelShape

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from services.trainer.distill import build_students, capture
-from services.trainer.scores import score_table
+from services.trainer.learning.distill import build_students, capture
+from services.trainer.learning.scores import score_table
 from shared.model import Decoder
 from shared.schemas.operators import IdentityOp, LinearOp, MLPOp, teacher_operator
 from shared.schemas.shape import PRESETS

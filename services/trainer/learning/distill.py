@@ -8,21 +8,20 @@ MSE(t, s) / MSE(t, 0), under which the identity candidate scores exactly 1.
 The flat training loop lives in the distillation job; this module holds its parts.
 """
 
-import math
 from collections.abc import Iterable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from services.trainer.inherit import inherit
+from services.trainer.learning.distributed import average_gradients
+from services.trainer.learning.inherit import inherit
+from services.trainer.learning.students import Students
 from shared.model import Decoder
 from shared.operators import Identity
 from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name
 
 Activations = dict[str, tuple[torch.Tensor, torch.Tensor]]  # slot -> (input x, teacher output t)
-Students = dict[str, dict[str, nn.Module]]  # slot -> candidate id -> module
 
 
 def nmse(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -82,14 +81,6 @@ def parameters(students: Students) -> list[nn.Parameter]:
     return [p for modules in students.values() for m in modules.values() for p in m.parameters()]
 
 
-def learning_rate(step: int, *, steps: int, lr: float, min_lr: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to min_lr (the paper's Table 6 schedule)."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def distill_step(
     students: Students, optimizer: torch.optim.Optimizer, activations: Activations, loss_fn
 ) -> dict[str, dict[str, float]]:
@@ -107,22 +98,9 @@ def distill_step(
             loss = loss_fn(t, module(x))
             loss.backward()
             losses.setdefault(slot, {})[cid] = loss.item()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        _average_gradients(parameters(students))
+    average_gradients(parameters(students))
     optimizer.step()
     return losses
-
-
-def _average_gradients(params: list[nn.Parameter]) -> None:
-    """All-reduce every gradient as one flat buffer (one collective, not one per tensor)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 @torch.no_grad()

@@ -1,9 +1,9 @@
 """A small real job kind for testing the job machinery: fit a torch.nn.Linear to a fixed linear map.
 
-It is written like a real runner: a flat loop, `ctx.step` at the top of each step, a checkpoint
-(model, optimizer, data RNG) every `checkpoint_every` steps, resume from the last one, an artifact
-and a result at the end. Run as a script, it is a worker that knows this kind (for the tests that
-start worker processes and kill them).
+It is written like a real kind: a spec, a typed result, a flat loop with `ctx.step` at the top of
+each step, a checkpoint (model, optimizer, data RNG) every `checkpoint_every` steps, resume from the
+last one, an artifact and a result at the end. Run as a script, it is a worker that knows this kind
+(for the tests that start worker processes and kill them).
 """
 
 import time
@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from services.trainer.checkpoint import restore_optimizer
-from services.trainer.context import JobContext
+from services.jobs.checkpoint import restore_optimizer
+from services.jobs.context import JobContext
+from services.jobs.kind import JobKind
 
 IN, OUT = 8, 4
 
@@ -30,6 +31,12 @@ class LinearSpec(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(10, ge=1)
     step_delay_s: float = Field(0.0, ge=0, description="Slows the job down enough to kill or cancel it.")
+
+
+class LinearResult(BaseModel):
+    loss: float
+    weight: list[float]
+    bias: list[float]
 
 
 def run_linear(ctx: JobContext, before_step: Callable[[int], None] = lambda _step: None) -> dict:
@@ -68,9 +75,11 @@ def run_linear(ctx: JobContext, before_step: Callable[[int], None] = lambda _ste
     return {"loss": final_loss, "weight": model.weight.flatten().tolist(), "bias": model.bias.tolist()}
 
 
+def linear_kind(runner: Callable[[JobContext], dict] = run_linear) -> JobKind:
+    return JobKind(name="linear", spec=LinearSpec, result=LinearResult, run=runner)
+
+
 if __name__ == "__main__":
     from services.trainer.cli import run_worker
-    from services.trainer.runners import RUNNERS
 
-    RUNNERS["linear"] = run_linear
-    run_worker()
+    run_worker({"linear": linear_kind()})

@@ -2,10 +2,11 @@
 
 Never pickles: every tensor (model weights, the optimizer's per-parameter state, RNG states) goes into
 one safetensors file, everything else (step, config, the optimizer's hyper-parameters and non-tensor
-state) into checkpoint.json. The JSON names its tensor file and is replaced last, so it is the commit
-point: a crash at any moment leaves the previous checkpoint whole, and loading reads a matching pair.
+state, the job's own JSON state such as the results it has so far) into checkpoint.json. The JSON
+names its tensor file and is replaced last, so it is the commit point: a crash at any moment leaves
+the previous checkpoint whole, and loading reads a matching pair.
 
-    directory/checkpoint.json                   {"step", "config", "tensors": "checkpoint-000200...", ...}
+    directory/checkpoint.json                   {"step", "config", "state", "tensors": "checkpoint-000200..."}
     directory/checkpoint-000200.safetensors     model/<name>, optimizer/<param>/<key>, extra/<name>
 """
 
@@ -30,6 +31,7 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # in torch's Optimizer.state_dict() form
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # the job's own JSON state
 
 
 def save_checkpoint(
@@ -40,8 +42,10 @@ def save_checkpoint(
     model: Mapping[str, torch.Tensor],
     optimizer: Mapping[str, Any],
     extra: Mapping[str, torch.Tensor] | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically; returns its tensor file. `optimizer` is Optimizer.state_dict()."""
+    """Write a checkpoint atomically; returns its tensor file. `optimizer` is Optimizer.state_dict();
+    `state` is any JSON the job needs to resume (e.g. the results it has so far)."""
     tensors = {f"model/{name}": t for name, t in model.items()}
     tensors |= {f"extra/{name}": t for name, t in (extra or {}).items()}
     scalars: dict[str, dict[str, Any]] = {}
@@ -57,6 +61,7 @@ def save_checkpoint(
     record = {
         "step": step,
         "config": dict(config),
+        "state": dict(state or {}),
         "tensors": name,
         "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
     }
@@ -89,7 +94,7 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
     for param, entries in record["optimizer"]["scalars"].items():
         state.setdefault(int(param), {}).update(entries)
     optimizer = {"state": state, "param_groups": record["optimizer"]["param_groups"]}
-    return Checkpoint(record["step"], record["config"], model, optimizer, extra)
+    return Checkpoint(record["step"], record["config"], model, optimizer, extra, record.get("state", {}))
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
@@ -114,7 +119,7 @@ def write_artifact(
     """An output: <name>.safetensors with <name>.json beside it, each written atomically."""
     path = directory / f"{name}.safetensors"
     with atomic_path(path) as tmp:
-        save_file(unshared(tensors), tmp)
+        save_file(unshared(tensors), tmp, metadata={"format": "pt"})
     with atomic_path(directory / f"{name}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1))
     return path

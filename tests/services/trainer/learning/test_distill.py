@@ -1,16 +1,16 @@
 import pytest
 import torch
 
-from services.trainer.distill import (
+from services.trainer.learning.distill import (
     LOSSES,
     build_students,
     capture,
     distill_step,
     evaluate,
-    learning_rate,
     nmse,
     parameters,
 )
+from services.trainer.learning.training import learning_rate
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
 from shared.schemas.shape import PRESETS

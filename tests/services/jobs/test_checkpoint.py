@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from services.trainer import checkpoint as ckpt
-from services.trainer.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from services.jobs import checkpoint as ckpt
+from services.jobs.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 
 
 def trained(seed: int = 0, steps: int = 3) -> tuple[nn.Module, torch.optim.Optimizer]:

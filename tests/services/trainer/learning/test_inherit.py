@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from services.trainer.distill import capture, nmse
-from services.trainer.inherit import inherit
+from services.trainer.learning.distill import capture, nmse
+from services.trainer.learning.inherit import inherit
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, LinearOp, MLPOp, teacher_operator
 from shared.schemas.shape import PRESETS

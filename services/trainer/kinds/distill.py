@@ -1,0 +1,191 @@
+"""The distill job (the paper's Stage 1): a flat loop over learning/distill.py's parts, with
+checkpoints, resume and outputs.
+
+Outputs (under the job's folder): candidates.safetensors + candidates.json (learning/students.py),
+and the result: held-out normalised MSE per slot and candidate.
+"""
+
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from sqlalchemy.orm import Session
+
+from services.jobs.checkpoint import restore_optimizer
+from services.jobs.context import JobContext
+from services.jobs.kind import JobKind
+from services.trainer.kinds import inputs
+from services.trainer.learning.data import heldout_batches, job_tokens, sample_batch
+from services.trainer.learning.distill import (
+    LOSSES,
+    build_students,
+    capture,
+    distill_step,
+    evaluate,
+    parameters,
+)
+from services.trainer.learning.distributed import gathered_rng_states, job_device, rank_and_world
+from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
+from services.trainer.learning.training import LOG_EVERY_S, learning_rate
+from shared.candidates import candidates as default_candidates
+from shared.errors import invalid
+from shared.model import Decoder
+from shared.schemas.jobs import Dataset, JobSpecBase, LearningRate
+from shared.schemas.jobs import Path as PathField
+from shared.schemas.operators import OperatorSpec, fits, parse_slot_id, spec_name
+from shared.settings import Settings
+
+EVAL_COST = 1 / 3  # a held-out batch (forward passes only) against a training step (forward and backward)
+
+
+class DistillSpec(JobSpecBase):
+    """Layer-wise distillation (the paper's Stage 1): every candidate learns its slot's teacher sublayer."""
+
+    kind: Literal["distill"] = "distill"
+    teacher: PathField = Field(
+        description="Hugging Face Llama directory: config.json, *.safetensors, tokenizer."
+    )
+    dataset: Dataset = "shakespeare"
+    candidates: dict[str, list[OperatorSpec]] | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Slot id (block<N>.attn, block<N>.mlp) -> the candidate operators to learn for it. "
+        "Omitted: every slot of the teacher gets the default pool (shared/candidates.py).",
+    )
+    steps: int = Field(ge=1, le=10_000_000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    seq_len: int = Field(128, ge=2, le=131_072)
+    learning_rate: LearningRate = 1e-3
+    min_learning_rate: float = Field(1e-4, ge=0, le=10, allow_inf_nan=False)
+    warmup: int = Field(0, ge=0, le=10_000_000)
+    loss: Literal["nmse", "mse", "l1", "cosine"] = "nmse"
+    eval_batches: int = Field(8, ge=1, le=100_000, description="Held-out batches for the final NMSE.")
+
+    @field_validator("candidates")
+    @classmethod
+    def _slots_and_fit(
+        cls, candidates: dict[str, list[OperatorSpec]] | None
+    ) -> dict[str, list[OperatorSpec]] | None:
+        for slot, specs in (candidates or {}).items():
+            _, slot_type = parse_slot_id(slot)  # ValueError -> 422 naming the field
+            if not 1 <= len(specs) <= 256:
+                raise ValueError(f"{slot}: give between 1 and 256 candidates")
+            for spec in specs:
+                if not fits(spec, slot_type):
+                    raise ValueError(f"{slot}: a {spec.kind} operator cannot fill a {slot_type} slot")
+        return candidates
+
+    @field_validator("min_learning_rate", "warmup")
+    @classmethod
+    def _within_bound(cls, value: float, info: ValidationInfo) -> float:
+        bound = {"min_learning_rate": "learning_rate", "warmup": "steps"}[info.field_name]
+        if value > info.data.get(bound, math.inf):
+            raise ValueError(f"must not exceed {bound}")
+        return value
+
+
+class DistillResult(BaseModel):
+    teacher: str = Field(description="The teacher's directory.")
+    heldout_nmse: dict[str, dict[str, float]] = Field(
+        description="Slot -> candidate id -> held-out normalised MSE (identity 1, the teacher's own 0)."
+    )
+    operators: dict[str, dict[str, OperatorSpec]] = Field(description="Slot -> candidate id -> operator.")
+    world_size: int = Field(description="Processes that trained (torchrun ranks).")
+
+
+def check(spec: DistillSpec, settings: Settings, _session: Session) -> DistillSpec:
+    teacher = inputs.model_dir("body.teacher", spec.teacher, settings)
+    shape = inputs.model_shape("body.teacher", teacher)
+    for slot in spec.candidates or {}:
+        if parse_slot_id(slot)[0] >= shape.num_layers:
+            raise invalid(f"body.candidates.{slot}", f"the teacher has {shape.num_layers} blocks")
+    dataset = inputs.dataset("body.dataset", spec.dataset, settings)
+    return spec.model_copy(update={"teacher": str(teacher), "dataset": dataset})
+
+
+def slot_candidates(spec: DistillSpec, teacher: Decoder) -> dict[str, list[OperatorSpec]]:
+    """The spec's candidates, or the default pool for every slot of the teacher."""
+    if spec.candidates is not None:
+        return spec.candidates
+    return {slot: default_candidates(teacher.shape, parse_slot_id(slot)[1]) for slot, _ in teacher.slots()}
+
+
+def run(ctx: JobContext) -> DistillResult:
+    """The distillation loop. Alone, or one rank of several under torchrun: every rank distils its own
+    batches, gradients are averaged, rank 0 logs, checkpoints and saves."""
+    spec = DistillSpec.model_validate(ctx.spec)
+    rank, world = rank_and_world()
+    device = job_device(ctx.settings)
+    torch.manual_seed(spec.seed)
+    teacher = Decoder.from_pretrained(spec.teacher).to(device).eval().requires_grad_(False)
+    train, heldout = job_tokens(spec.dataset, Path(spec.teacher))
+    data = torch.Generator().manual_seed(spec.seed + rank)
+    calibration, _ = sample_batch(
+        train, spec.batch_size, spec.seq_len, torch.Generator().manual_seed(spec.seed + 1)
+    )
+    specs = slot_candidates(spec, teacher)
+    trainable, fixed = build_students(teacher, specs, capture(teacher, calibration.to(device)))
+    optimizer = torch.optim.AdamW(
+        parameters(trainable), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
+    )
+    loss_fn = LOSSES[spec.loss]
+    start = 0
+    if (checkpoint := ctx.load_checkpoint()) is not None:
+        unflatten_into(trainable, checkpoint.model)
+        restore_optimizer(optimizer, checkpoint.optimizer)
+        data.set_state(checkpoint.extra[f"data_rng.{rank}"])
+        start = checkpoint.step
+    n_candidates = sum(len(m) for m in trainable.values())
+    work = spec.steps + EVAL_COST * spec.eval_batches  # progress counts the final evaluation too
+    if rank == 0:
+        ctx.log(
+            f"distilling {n_candidates} candidates in {len(trainable)} slots on {world} x {device}, "
+            f"from step {start} of {spec.steps}"
+        )
+    logged = time.monotonic()
+    for step in range(start, spec.steps):
+        ctx.step(step, spec.steps, progress=step / work)
+        lr = learning_rate(
+            step, steps=spec.steps, lr=spec.learning_rate, min_lr=spec.min_learning_rate, warmup=spec.warmup
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
+        losses = distill_step(trainable, optimizer, capture(teacher, idx.to(device)), loss_fn)
+        if rank == 0 and (time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1)):
+            mean = sum(v for by in losses.values() for v in by.values()) / max(1, n_candidates)
+            ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f}")
+            logged = time.monotonic()
+        if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
+            rng = gathered_rng_states(data, device)  # a collective: every rank takes part
+            if rank == 0:
+                ctx.save_checkpoint(step=step + 1, model=flatten(trainable), optimizer=optimizer, extra=rng)
+    ctx.step(spec.steps, spec.steps, progress=spec.steps / work)
+    every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in specs}
+    operators = {slot: {spec_name(op): op for op in ops} for slot, ops in specs.items()}
+    if rank != 0:
+        return DistillResult(teacher=spec.teacher, heldout_nmse={}, operators=operators, world_size=world)
+
+    def batches():
+        for b, (x, _) in enumerate(
+            heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches)
+        ):
+            ctx.status("held-out normalised MSE", (spec.steps + EVAL_COST * b) / work)
+            yield x.to(device)
+
+    nmse = evaluate(teacher, every, batches())
+    tensors = {k: v.cpu() for k, v in flatten(trainable).items()}
+    as_json = {
+        slot: {cid: op.model_dump(mode="json") for cid, op in ops.items()} for slot, ops in operators.items()
+    }
+    ctx.save_artifact(
+        CANDIDATES, tensors, {"teacher": spec.teacher, "operators": as_json, "heldout_nmse": nmse}
+    )
+    return DistillResult(teacher=spec.teacher, heldout_nmse=nmse, operators=operators, world_size=world)
+
+
+KIND = JobKind(name="distill", spec=DistillSpec, result=DistillResult, run=run, check=check)

@@ -1,0 +1,167 @@
+"""The export job: a student written as a directory a user takes away, checked as it is written.
+
+<job dir>/export/ holds:
+- config.json: the teacher's shape in Llama terms, the architecture (`unast_architecture`, what our
+  loader reads) and per block what its attention and MLP became (`unast_blocks`);
+- model.safetensors (Hugging Face Llama names; linear operators under the DeciLM names), the
+  tokenizer files, provenance.json (teacher, the jobs that made it, the device and LUT it was searched
+  for, its predicted costs);
+- model.onnx: the same model by torch's ONNX exporter;
+- nemotron-nas/: the DeciLM / Nemotron-NAS `block_configs` form (shared/decilm.py), when every block
+  fits that convention.
+The job reloads the directory with our loader (logits must be bit-identical) and runs the ONNX model
+in onnxruntime; the result gives both differences. GET /v1/jobs/{id}/files/export/<file> fetches a file.
+"""
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from services.jobs.context import JobContext
+from services.jobs.kind import JobKind
+from services.trainer.kinds.model_ref import ModelRef, check_model, copy_tokenizer, load_model
+from services.trainer.learning.distributed import job_device
+from services.trainer.learning.onnx_export import export_onnx, onnx_logits
+from services.trainer.learning.training import parameter_count
+from shared import decilm
+from shared.files import atomic_path
+from shared.model import Decoder, write_config
+from shared.schemas.jobs import JobSpecBase
+from shared.schemas.operators import Architecture
+from shared.settings import Settings
+
+SOURCES = {"student", "rank", "finetune"}
+EXPORT_DIR = "export"
+DECILM_DIR = "nemotron-nas"
+ONNX_FILE = "model.onnx"
+ONNX_TOLERANCE = 1e-4  # largest |logit difference| between onnxruntime and torch accepted
+
+
+class ExportTarget(BaseModel):
+    """What the architecture was searched for: recorded in provenance.json as the client gives it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str | None = Field(None, max_length=200, description="The device's name.")
+    device_id: int | None = None
+    lut_id: int | None = None
+    predicted: dict[str, float] = Field(
+        default_factory=dict, description="The LUT's prediction, e.g. latency_ms, memory_bytes, params."
+    )
+
+
+class ExportSpec(JobSpecBase):
+    kind: Literal["export"] = "export"
+    model: ModelRef = Field(description="A finetune job's model, a rank job's winner, or a student.")
+    onnx: bool = Field(True, description="Also write model.onnx and check it in onnxruntime.")
+    target: ExportTarget = Field(default_factory=ExportTarget)
+
+
+class ExportResult(BaseModel):
+    directory: str = Field(description="The export, on the trainer's machine.")
+    files: list[str] = Field(description="Its files, relative to the job's folder (GET .../files/<path>).")
+    architecture: Architecture
+    params: int
+    reload_identical: bool = Field(description="Our loader gives bit-identical logits from the directory.")
+    onnx_max_abs_diff: float | None = Field(description="Largest |logit difference| onnxruntime vs torch.")
+    decilm: bool = Field(
+        description="nemotron-nas/ was written: every block fits the block_configs convention."
+    )
+    decilm_reasons: list[str] = Field(description="Why blocks do not fit that convention, when they do not.")
+
+
+def check(spec: ExportSpec, settings: Settings, session: Session) -> ExportSpec:
+    return spec.model_copy(
+        update={"model": check_model("body.model", spec.model, settings, session, SOURCES)}
+    )
+
+
+def run(ctx: JobContext) -> ExportResult:
+    spec = ExportSpec.model_validate(ctx.spec)
+    device = job_device(ctx.settings)
+    ctx.status("loading the model", 0.0)
+    loaded = load_model(ctx, spec.model, device)
+    model = loaded.model.eval()
+    directory = ctx.directory / EXPORT_DIR
+    ctx.status("writing the model directory", 0.1)
+    model.save_pretrained(directory)
+    copy_tokenizer(loaded.directory, directory)
+    write_json(directory / "provenance.json", provenance(spec, loaded, ctx))
+
+    ctx.status("reloading it", 0.2)
+    probe = torch.randint(0, model.shape.vocab_size, (2, min(32, model.shape.max_position_embeddings)))
+    with torch.no_grad():
+        reference = model(probe.to(device)).cpu()
+        reloaded = Decoder.from_pretrained(directory)(probe)
+    identical = torch.equal(reference, reloaded)
+
+    blocks, reasons = decilm.block_configs(model.architecture, model.shape)
+    if blocks is not None:
+        write_decilm(model, directory)
+
+    onnx_diff = None
+    if spec.onnx:
+        ctx.status("exporting to ONNX", 0.3)
+        export_onnx(model.cpu(), directory / ONNX_FILE, model.shape.max_position_embeddings)
+        ctx.status("running it in onnxruntime", 0.9)
+        onnx_diff = float(
+            (torch.from_numpy(onnx_logits(directory / ONNX_FILE, probe)) - reference).abs().max()
+        )
+        if onnx_diff > ONNX_TOLERANCE:
+            raise RuntimeError(
+                f"onnxruntime's logits differ from torch's by {onnx_diff:.2e} (> {ONNX_TOLERANCE})"
+            )
+    if not identical:
+        raise RuntimeError("the exported directory does not reload to bit-identical logits")
+    files = sorted(str(p.relative_to(ctx.directory)) for p in directory.rglob("*") if p.is_file())
+    ctx.log(f"exported {len(files)} files to {directory}" + ("" if blocks else f"; no {DECILM_DIR}/ form"))
+    return ExportResult(
+        directory=str(directory),
+        files=files,
+        architecture=model.architecture,
+        params=parameter_count(model),
+        reload_identical=identical,
+        onnx_max_abs_diff=onnx_diff,
+        decilm=blocks is not None,
+        decilm_reasons=reasons,
+    )
+
+
+def provenance(spec: ExportSpec, loaded, ctx: JobContext) -> dict[str, Any]:
+    return {
+        "teacher": str(loaded.teacher),
+        "jobs": {**loaded.lineage, "export_job": ctx.job_id},
+        "architecture": loaded.architecture.model_dump(mode="json"),
+        "searched_for": spec.target.model_dump(mode="json"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_decilm(model: Decoder, directory: Path) -> None:
+    """nemotron-nas/: the DeciLM config beside the same weights (a hard link where the file system
+    allows, else a copy) and the tokenizer."""
+    target = directory / DECILM_DIR
+    target.mkdir(exist_ok=True)
+    dtype = str(model.embed.weight.dtype).removeprefix("torch.")
+    write_config(target, decilm.config(model.architecture, model.shape, dtype))
+    with atomic_path(target / "model.safetensors") as tmp:
+        try:
+            os.link(directory / "model.safetensors", tmp)
+        except OSError:
+            shutil.copyfile(directory / "model.safetensors", tmp)
+    copy_tokenizer(directory, target)
+
+
+def write_json(path: Path, value: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1) + "\n")
+
+
+KIND = JobKind(name="export", spec=ExportSpec, result=ExportResult, run=run, check=check)

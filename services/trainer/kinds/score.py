@@ -1,0 +1,134 @@
+"""The score job: held-out e_ij for a distill job's candidates, batch by batch, with checkpoints.
+
+The result is a ScoreTable (shared/schemas/scores.py): per slot, every candidate with its score, its
+paired standard error and its operator, the teacher's own operator marked `reference`; joined with a
+profiler LUT's cost table by operator spec (shared/search_input.py), it is a search request.
+
+Noise: a score is a mean over held-out batches of (candidate's loss - teacher's loss) on the same
+batch, so its standard error is that of a paired difference, and `rank_stability` says whether the
+ranking of a slot's candidates holds between the two halves of the held-out batches.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from services.jobs.context import JobContext
+from services.jobs.kind import JobKind
+from services.trainer.kinds import inputs
+from services.trainer.learning.data import heldout_batches, job_tokens
+from services.trainer.learning.distributed import job_device
+from services.trainer.learning.scores import batch_loss_sums
+from services.trainer.learning.stats import spearman
+from services.trainer.learning.students import load_candidates
+from shared.model import Decoder
+from shared.schemas.jobs import Dataset, JobRef, JobSpecBase
+from shared.schemas.operators import is_teacher, operator_adapter, parse_slot_id
+from shared.schemas.scores import ScoredCandidate, ScoredSlot, ScoreTable
+from shared.settings import Settings
+
+
+class ScoreSpec(JobSpecBase):
+    """Candidate scores (the paper's e_ij): held-out loss with one slot replaced, minus the teacher's."""
+
+    kind: Literal["score"] = "score"
+    distill_job: JobRef = Field(description="A succeeded distill job: its teacher and candidates.")
+    dataset: Dataset = "shakespeare"
+    batch_size: int = Field(8, ge=1, le=4096)
+    seq_len: int = Field(128, ge=2, le=131_072)
+    eval_batches: int = Field(16, ge=1, le=100_000, description="Held-out batches the scores average over.")
+
+
+def check(spec: ScoreSpec, settings: Settings, session: Session) -> ScoreSpec:
+    inputs.succeeded_job("body.distill_job", spec.distill_job, "distill", session)
+    return spec.model_copy(update={"dataset": inputs.dataset("body.dataset", spec.dataset, settings)})
+
+
+def run(ctx: JobContext) -> ScoreTable:
+    spec = ScoreSpec.model_validate(ctx.spec)
+    distill = ctx.job(spec.distill_job)
+    teacher_dir = Path(distill.spec["teacher"])
+    device = job_device(ctx.settings)
+    teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
+    candidates = load_candidates(distill.directory, teacher)
+    _, heldout = job_tokens(spec.dataset, teacher_dir)
+    batches = list(heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches))
+    # per batch: the teacher's summed token loss, then every (slot, candidate)'s in a fixed order;
+    # the teacher's own operators are not run (their score is 0)
+    pairs = [
+        (slot, cid)
+        for slot, modules in candidates.items()
+        for cid, module in modules.items()
+        if module is not teacher.operator(slot)
+    ]
+    sums = torch.zeros(len(batches), 1 + len(pairs), dtype=torch.float64)
+    start = 0
+    if (checkpoint := ctx.load_checkpoint()) is not None:
+        sums, start = checkpoint.extra["sums"], checkpoint.step
+    for step in range(start, len(batches)):
+        ctx.step(step, len(batches))
+        idx, targets = (t.to(device) for t in batches[step])
+        teacher_sum, by_slot = batch_loss_sums(teacher, candidates, idx, targets)
+        sums[step] = torch.tensor([teacher_sum] + [by_slot[s][c] for s, c in pairs], dtype=torch.float64)
+        if (step + 1) % spec.checkpoint_every == 0 and step + 1 < len(batches):
+            ctx.save_checkpoint(step=step + 1, model={}, extra={"sums": sums})
+    ctx.step(len(batches), len(batches))
+    tokens_per_batch = spec.batch_size * spec.seq_len
+    table = table_from_sums(
+        sums.numpy(), pairs, tokens_per_batch, candidates, teacher, distill.result["operators"]
+    )
+    ctx.log(
+        f"teacher held-out loss {table.teacher_loss:.4f} over {table.tokens} tokens; "
+        f"half-split rank stability {table.rank_stability}"
+    )
+    return table
+
+
+def table_from_sums(
+    sums: np.ndarray, pairs: list[tuple[str, str]], tokens_per_batch: int, candidates, teacher, operators
+) -> ScoreTable:
+    """Scores, paired standard errors and the half-split rank stability from per-batch loss sums
+    (rows: batches; columns: the teacher, then `pairs`)."""
+    batches = len(sums)
+    # per batch and pair: the mean loss change on that batch
+    changes = (sums[:, 1:] - sums[:, :1]) / tokens_per_batch
+    mean = changes.mean(axis=0)
+    stderr = changes.std(axis=0, ddof=1) / np.sqrt(batches) if batches > 1 else np.zeros(len(pairs))
+    halves = [changes[: batches // 2].mean(axis=0), changes[batches // 2 :].mean(axis=0)]
+    column = {pair: i for i, pair in enumerate(pairs)}
+    slots, stabilities = [], []
+    for slot, modules in candidates.items():
+        _, slot_type = parse_slot_id(slot)
+        scored, run = [], [column[(slot, cid)] for cid in modules if (slot, cid) in column]
+        for cid in modules:
+            operator = operator_adapter.validate_python(operators[slot][cid])
+            reference = is_teacher(operator, teacher.shape, slot_type)
+            i = column.get((slot, cid))
+            scored.append(
+                ScoredCandidate(
+                    id=cid,
+                    operator=operator,
+                    score=0.0 if i is None else float(mean[i]),
+                    stderr=0.0 if i is None else float(stderr[i]),
+                    reference=reference,
+                )
+            )
+        if batches >= 2 and len(run) >= 2:
+            rho = spearman(halves[0][run], halves[1][run])
+            if rho is not None:
+                stabilities.append(rho)
+        slots.append(ScoredSlot(id=slot, candidates=scored))
+    return ScoreTable(
+        teacher_loss=float(sums[:, 0].sum() / (tokens_per_batch * batches)),
+        tokens=tokens_per_batch * batches,
+        batches=batches,
+        rank_stability=float(np.mean(stabilities)) if stabilities else None,
+        slots=slots,
+    )
+
+
+KIND = JobKind(name="score", spec=ScoreSpec, result=ScoreTable, run=run, check=check)
