@@ -24,6 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply every service's migrations up to the latest")
+    generate = sub.add_parser("generate", help="sample text from a model directory (a teacher or an export)")
+    generate.add_argument(
+        "model", type=Path, help="a model directory: config.json, safetensors, tokenizer.json"
+    )
+    generate.add_argument("--prompt", default="", help="text to continue")
+    generate.add_argument("--tokens", type=int, default=100, help="tokens to sample")
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 takes the most likely token")
+    generate.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens")
+    generate.add_argument("--seed", type=int, default=0)
     teacher = sub.add_parser("teacher", help="train the demo teacher on the built-in Shakespeare corpus")
     teacher.add_argument("--out", type=Path, default=Path("models/shakespeare-teacher"))
     for f in fields(TeacherConfig):
@@ -37,6 +46,23 @@ def cmd_db_upgrade() -> None:
     for svc in (profiler_main, trainer_main):
         upgrade(engine, svc.MIGRATIONS, svc.VERSION_TABLE)
     print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+    from tokenizers import Tokenizer
+
+    from shared.model import Decoder
+
+    torch.set_num_threads(get_settings().torch_threads)
+    model = Decoder.from_pretrained(args.model).eval()
+    tokenizer = Tokenizer.from_file(str(args.model / "tokenizer.json"))
+    ids = tokenizer.encode(args.prompt).ids or [tokenizer.token_to_id("<|endoftext|>") or 0]
+    generator = torch.Generator().manual_seed(args.seed)
+    out = model.generate(
+        torch.tensor([ids]), args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator
+    )
+    print(tokenizer.decode(out[0].tolist()))
 
 
 def cmd_run() -> None:
@@ -61,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         cmd_run()
+    elif args.command == "generate":
+        cmd_generate(args)
     elif args.command == "teacher":
         cfg = TeacherConfig(**{f.name: getattr(args, f.name) for f in fields(TeacherConfig)})
         make_teacher(args.out, cfg, get_settings(), command=shlex.join(["unast", *(argv or sys.argv[1:])]))

@@ -94,6 +94,37 @@ class Decoder(nn.Module):
             for b in self.blocks
         ]
 
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        new_tokens: int,
+        *,
+        temperature: float = 0.8,
+        top_k: int | None = 50,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample `new_tokens` after the prompt idx (batch, tokens), with KV caches: the prompt runs
+        once, then one token at a time. temperature 0 takes the most likely token."""
+        limit = self.shape.max_position_embeddings
+        new_tokens = min(new_tokens, limit - idx.shape[1])
+        caches = self.new_caches(idx.shape[0], idx.shape[1] + new_tokens)
+        logits = self(idx, caches)[:, -1]
+        out = [idx]
+        for _ in range(new_tokens):
+            if temperature == 0:
+                token = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits.float() / temperature
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits, dim=-1)
+                token = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)
+            out.append(token)
+            logits = self(token, caches)[:, -1]
+        return torch.cat(out, dim=1)
+
     def operator(self, slot: str) -> nn.Module:
         layer, slot_type = parse_slot_id(slot)
         return getattr(self.blocks[layer], slot_type)

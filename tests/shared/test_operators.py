@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -13,6 +15,7 @@ from shared.schemas.operators import (
     fits,
     is_teacher,
     operator_adapter,
+    operator_from_name,
     parse_slot_id,
     slot_id,
     spec_hash,
@@ -116,3 +119,59 @@ def test_teacher_architecture_lists_every_slot():
     assert [s[0] for s in slots] == ["block0.attn", "block0.mlp", "block1.attn", "block1.mlp"]
     changed = arch.replace("block1.mlp", IdentityOp())
     assert changed.layers[1].mlp == IdentityOp() and arch.layers[1].mlp != IdentityOp()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=spec_name)
+def test_a_candidate_id_names_its_operator(spec):
+    assert operator_from_name(spec_name(spec)) == spec
+
+
+@pytest.mark.parametrize("name", ["attn_h4_kv2", "mlp_i", "conv", "attn_h3_kv2_d16", "mlp_i0", "Identity"])
+def test_other_names_name_no_operator(name):
+    with pytest.raises(ValueError):
+        operator_from_name(name)
+
+
+def test_a_search_solution_is_an_architecture_as_it_is():
+    solution = {
+        "rank": 1,
+        "choices": {
+            "block1.mlp": "identity",
+            "block0.mlp": "mlp_i64",
+            "block1.attn": "linear",
+            "block0.attn": "attn_h2_kv1_d16",
+        },
+        "objective": 0.3,
+        "costs": {"latency_ms": 1.0},
+        "optimal": True,
+        "bound": 0.29,
+        "gap": 0.01,
+    }
+    arch = Architecture.model_validate(solution)
+    assert list(arch.choices) == ["block0.attn", "block0.mlp", "block1.attn", "block1.mlp"]  # model order
+    assert arch.layers[1] == LayerChoice(attention=LinearOp(), mlp=IdentityOp())
+    assert arch.model_dump() == {"choices": dict(sorted(solution["choices"].items()))}
+    arch.check_shape(TINY)
+    assert Architecture.from_operators({s: op for s, _, op in arch.slots()}) == arch
+
+
+@pytest.mark.parametrize(
+    ("choices", "slot"),
+    [
+        ({"block0.attn": "identity", "block1.attn": "identity", "block1.mlp": "identity"}, "block0.mlp"),
+        ({"block0.attn": "mlp_i64", "block0.mlp": "identity"}, "block0.attn"),
+        ({"block0.attn": "identity", "block0.mlp": "attn_h2_kv1_d16"}, "block0.mlp"),
+        ({"block0.attn": "identity", "block0.mlp": "identity", "layer1.mlp": "identity"}, "layer1.mlp"),
+    ],
+)
+def test_an_incomplete_or_misfitting_architecture_is_refused_naming_the_slot(choices, slot):
+    with pytest.raises(ValidationError, match=re.escape(slot)):
+        Architecture(choices=choices)
+
+
+def test_an_architecture_of_the_wrong_depth_names_the_slot():
+    arch = Architecture.teacher(TINY)
+    with pytest.raises(ValueError, match=r"block1\.attn: missing"):
+        Architecture.from_layers(arch.layers[:1]).check_shape(TINY)
+    with pytest.raises(ValueError, match=r"block2\.attn: the model has 2 blocks"):
+        Architecture.from_layers(arch.layers * 2).check_shape(TINY)
