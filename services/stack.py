@@ -22,6 +22,7 @@ class Process:
 
 STACK = (
     Process("profiler", "services.profiler.cli", ("serve",), "profiler"),
+    Process("profiler-worker", "services.profiler.cli", ("worker",), None),
     Process("search", "services.search.cli", ("serve",), "search"),
     Process("trainer", "services.trainer.cli", ("serve",), "trainer"),
     Process("trainer-worker", "services.trainer.cli", ("worker",), None),

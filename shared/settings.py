@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     profiler_heartbeat_s: float = Field(
         5.0, gt=0, le=3600, description="How often a running profiler job records its heartbeat and progress."
     )
+    profiler_poll_s: float = Field(
+        1.0, gt=0, le=600, description="How often an idle profiler worker looks for queued jobs."
+    )
 
     # trainer
     trainer_heartbeat_s: float = Field(

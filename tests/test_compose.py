@@ -27,7 +27,7 @@ def _environment(svc: dict) -> dict[str, str]:
 
 
 def test_every_app_service_is_built_from_this_repo():
-    assert set(APP_SERVICES) >= {"profiler", "search", "trainer", "trainer-worker"}
+    assert set(APP_SERVICES) >= {"profiler", "profiler-worker", "search", "trainer", "trainer-worker"}
     assert (ROOT / "Dockerfile").exists()
 
 

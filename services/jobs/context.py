@@ -69,7 +69,8 @@ class JobContext(Protocol):
         cancelled or its worker is shutting down."""
 
     def status(self, message: str, progress: float | None = None) -> None:
-        """What the job is doing now (and how far it is, 0..1), for work that is not counted in steps."""
+        """What the job is doing now (and how far it is, 0..1), for work that is not counted in steps;
+        raises JobStopped when its worker is shutting down (a cancel is checked at steps only)."""
 
     def log(self, message: str) -> None:
         """A line in the job's log."""
@@ -169,10 +170,7 @@ class QueuedContext(_Folder):
     def step(self, step: int, steps: int, progress: float | None = None) -> None:
         self.step_done, self.steps = step, steps
         self.progress = progress if progress is not None else step / steps if steps else None
-        if self.lost.is_set():
-            raise JobStopped("lost", "the job was re-queued by another worker (this one was taken for dead)")
-        if self._stopping.is_set():
-            raise JobStopped("released", f"worker shutting down at step {step}: back to the queue")
+        self._stop_if_asked(f"at step {step}")
         with self._sessions() as session:
             if self._queue.cancel_requested(session, job_id=self.job_id):
                 raise JobStopped("cancelled", f"cancel requested; stopped at step {step}")
@@ -181,6 +179,13 @@ class QueuedContext(_Folder):
         self.message = message
         if progress is not None:
             self.progress = progress
+        self._stop_if_asked(f"while {message}")
+
+    def _stop_if_asked(self, where: str) -> None:
+        if self.lost.is_set():
+            raise JobStopped("lost", "the job was re-queued by another worker (this one was taken for dead)")
+        if self._stopping.is_set():
+            raise JobStopped("released", f"worker shutting down {where}: back to the queue")
 
     def log(self, message: str) -> None:
         with self._sessions() as session:

@@ -1,21 +1,23 @@
 """`unast-profiler`: serve the profiler API, or profile this device from the command line.
 
 The command line does what the API does, without the HTTP layer (a GPU node needs only the database):
-`build` and `validate` record a job and run it in this process -- the code path of the API's worker.
-Results are printed as the API's JSON.
+`build` and `validate` record a job and run it in this process -- the code path of a worker. `worker`
+runs the jobs the API queues. Results are printed as the API's JSON.
 """
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from services.profiler import lookup, store
 from services.profiler.device import probe
-from services.profiler.jobs import run_job
+from services.profiler.jobs import BuildSpec, ValidationSpec, stale_after_s, submit
 from services.profiler.limits import check_build, check_validation
 from services.profiler.main import MIGRATIONS, VERSION_TABLE, create_app
 from shared.db import make_engine, make_sessionmaker, upgrade
@@ -73,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--device-id", type=int, required=True)
     _add_key_arguments(estimate)
     estimate.add_argument("--architecture", type=Path, required=True, help="JSON file of an Architecture")
-    run_job = sub.add_parser("run-job", help="run a recorded job (what the API starts)")
-    run_job.add_argument("job_id", type=int)
+    sub.add_parser("worker", help="run the builds and validations the API queues, until SIGTERM")
     return parser
 
 
@@ -97,22 +98,27 @@ def _sessions(settings: Settings):
     return make_sessionmaker(engine)
 
 
-def _run_recorded(settings: Settings, kind: str, request: BaseModel, lut_id: int | None = None):
-    """Record a job and run it here, as the API's worker would; returns the finished job."""
+def _run_recorded(settings: Settings, spec: BuildSpec | ValidationSpec):
+    """Record a job and run it here, as a worker would; returns the finished job."""
+    from services.profiler.worker import profiler_worker
+
     sessions = _sessions(settings)
-    with sessions.begin() as session:
-        job = store.create_job(session, kind=kind, request=request.model_dump(mode="json"), lut_id=lut_id)
-    print(f"job {job.id}: {kind} in this process", file=sys.stderr)
-    run_job(settings, job.id, echo=True)
     with sessions() as session:
-        return sessions, store.get_job(session, job_id=job.id, stale_after_s=float("inf"))
+        job_id = submit(session, spec=spec).id
+    print(f"job {job_id}: {spec.kind} in this process", file=sys.stderr)
+    profiler_worker(settings).run_one(job_id, threading.Event())
+    with sessions() as session:
+        job = store.get_job(session, job_id=job_id, stale_after_s=stale_after_s(settings))
+    if job.state != "succeeded":
+        raise RuntimeError(f"job {job_id} {job.state}: {job.error}")
+    return sessions, job
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> None:
     operators = json.loads(args.operators.read_text()) if args.operators else None
     request = BuildRequest.model_validate({**_key(args), **_given(args, *MEASURING), "operators": operators})
     check_build(request, probe(settings), settings)
-    sessions, job = _run_recorded(settings, "build", request)
+    sessions, job = _run_recorded(settings, BuildSpec(**request.model_dump()))
     with sessions() as session:
         _print(store.get_lut(session, lut_id=job.lut_id))
 
@@ -124,9 +130,19 @@ def _validate(args: argparse.Namespace, settings: Settings) -> None:
     if lut is None:
         raise LookupError(f"LUT {args.lut_id} not found")
     check_validation(lut, request, probe(settings), settings)
-    sessions, job = _run_recorded(settings, "validate", request, lut_id=args.lut_id)
+    sessions, job = _run_recorded(settings, ValidationSpec(**request.model_dump(), lut_id=args.lut_id))
     with sessions() as session:
         _print(store.get_validation(session, validation_id=job.validation_id))
+
+
+def _worker(settings: Settings) -> None:
+    from services.profiler.worker import profiler_worker
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    profiler_worker(settings).serve(stop)
 
 
 def _read(args: argparse.Namespace, settings: Settings) -> None:
@@ -160,15 +176,20 @@ def main(argv: list[str] | None = None) -> None:
             serve(create_app, settings, settings.profiler_port)
         elif args.command == "probe":
             print(probe(settings).model_dump_json())
-        elif args.command == "run-job":
-            run_job(settings, args.job_id)
+        elif args.command == "worker":
+            _worker(settings)
         elif args.command == "build":
             _build(args, settings)
         elif args.command == "validate":
             _validate(args, settings)
         else:
             _read(args, settings)
-    except (ApiError, LookupError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+    except (
+        ApiError,
+        LookupError,
+        ValueError,
+        RuntimeError,
+    ) as exc:  # pydantic's ValidationError is a ValueError
         sys.exit(f"unast-profiler {args.command}: {exc}")
 
 

@@ -1,30 +1,29 @@
-"""Running builds and validations as jobs, each in a process of its own.
+"""The profiler's job kinds on the job runtime (services/jobs): LUT builds and validations.
 
-The API only records a job and starts `unast-profiler run-job <id>`; the measurement never shares a
-process (an interpreter lock, an allocator, a GIL-holding request) with the server. The worker takes the
-device's lock, so measurements on one device run one at a time and never disturb each other, beats a
-heartbeat with its progress, and writes its result and the job's success in one transaction: a worker
-that dies leaves no half LUT, and a job without heartbeats is reported failed.
+The API only records a job; a profiler worker (`unast-profiler worker`, a process of its own, so the
+measurement never shares an interpreter with the server) claims it. A worker measures its own
+device and takes that device's lock, so measurements on one device run one at a time and never
+disturb each other. A build's LUT, or a validation's record, is written in the transaction that marks
+the job succeeded: a worker that dies leaves no half LUT. A measurement is not resumed: a job whose
+worker was lost is failed (rebuild it), and readers see that at once (store.py reaps on read).
 """
 
-import os
-import subprocess
-import sys
-import threading
-import traceback
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from services.jobs.context import JobContext
+from services.jobs.kind import JobKind
 from services.profiler import store
-from services.profiler.device import probe
+from services.profiler.device import DeviceInfo, probe
 from services.profiler.limits import MEMORY_SHARE
-from services.profiler.models import utcnow
-from services.profiler.profiling import build_lut, validate_lut
-from shared.db import make_engine, make_sessionmaker, named_lock
-from shared.errors import ApiError
-from shared.schemas.lut import BuildRequest, Job, ValidationRequest
+from services.profiler.models import QUEUE
+from services.profiler.profiling import LutMeasurement, ValidationMeasurement, build_lut, validate_lut
+from shared.db import make_engine, make_sessionmaker
+from shared.schemas.lut import BuildRequest, ValidationRequest
 from shared.settings import Settings
 
 STALE_HEARTBEATS = 10  # a job silent for this many heartbeat intervals has lost its worker
@@ -34,136 +33,98 @@ def stale_after_s(settings: Settings) -> float:
     return STALE_HEARTBEATS * settings.profiler_heartbeat_s
 
 
-def submit(
-    session: Session, settings: Settings, *, kind: str, request: dict, lut_id: int | None = None
-) -> Job:
-    """Record a job and start its worker process; a thread reaps the process when it exits."""
-    job = store.create_job(session, kind=kind, request=request, lut_id=lut_id)
-    session.commit()
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "services.profiler.cli", "run-job", str(job.id)],
-            env={**os.environ, **settings.to_env()},
-            start_new_session=True,  # an interrupted server does not interrupt a measurement
-        )
-    except OSError as exc:
-        store.update_job(session, job_id=job.id, state="failed", error=f"could not start the worker: {exc}")
-        session.commit()
-        raise ApiError(503, f"could not start the worker: {exc}") from exc
-    threading.Thread(target=child.wait, daemon=True).start()
-    return job
+class BuildSpec(BuildRequest):
+    kind: Literal["build"] = "build"
 
 
-@dataclass
-class _Status:
-    progress: float = 0.0
-    message: str = "starting"
+class ValidationSpec(ValidationRequest):
+    kind: Literal["validate"] = "validate"
+    lut_id: int
 
 
-class Heartbeat:
-    """Records the job's progress and a heartbeat every interval, from a thread of its own."""
-
-    def __init__(self, sessions, job_id: int, interval_s: float, echo: bool = False):
-        self.sessions, self.job_id, self.interval_s, self.echo = sessions, job_id, interval_s, echo
-        self.status = _Status()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def update(self, progress: float, message: str) -> None:
-        self.status = _Status(progress, message)
-
-    def _beat(self) -> None:
-        while True:
-            status = self.status
-            try:
-                with self.sessions.begin() as session:
-                    store.heartbeat(
-                        session, job_id=self.job_id, progress=status.progress, message=status.message
-                    )
-            except SQLAlchemyError as exc:  # a busy or lost database: try again next beat, keep measuring
-                print(f"job {self.job_id}: heartbeat not recorded: {exc}", file=sys.stderr, flush=True)
-            if self.echo:
-                print(
-                    f"job {self.job_id}: {status.progress:4.0%} {status.message}", file=sys.stderr, flush=True
-                )
-            if self.stopped.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> "Heartbeat":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.stopped.set()
-        self.thread.join()
+class BuildResult(BaseModel):
+    lut_id: int
+    device_id: int
 
 
-def run_job(settings: Settings, job_id: int, echo: bool = False) -> None:
-    """Run one recorded job to its end in this process; raises after recording a failure.
-    echo: also print the progress to stderr at every heartbeat."""
+class ValidationResult(BaseModel):
+    validation_id: int
+    lut_id: int
+    device_id: int
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Session]:
     engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
     try:
-        with sessions.begin() as session:
-            found = store.get_job_request(session, job_id=job_id)
-            if found is None:
-                raise LookupError(f"job {job_id} not found")
-            kind, request, lut_id = found
-            store.update_job(session, job_id=job_id, pid=os.getpid(), message="waiting for the device")
-        with Heartbeat(sessions, job_id, settings.profiler_heartbeat_s, echo) as beat:
-            _run(settings, engine, sessions, job_id, kind, request, lut_id, beat)
-    except BaseException as exc:
-        with sessions.begin() as session:
-            error = "".join(traceback.format_exception_only(exc)).strip()
-            store.update_job(
-                session, job_id=job_id, state="failed", error=error[-4000:], finished_at=utcnow()
-            )
-        raise
+        with make_sessionmaker(engine).begin() as session:
+            yield session
     finally:
         engine.dispose()
 
 
-def _run(settings, engine, sessions, job_id, kind, request, lut_id, beat: Heartbeat) -> None:
-    info = probe(settings)
-    with sessions.begin() as session:
-        device_id = store.upsert_device(session, info=info)
-        store.update_job(session, job_id=job_id, device_id=device_id)
-    with named_lock(engine, f"profiler_device_{info.key}"):
-        with sessions.begin() as session:
-            store.update_job(session, job_id=job_id, state="running", started_at=utcnow())
-        if kind == "build":
-            build = BuildRequest.model_validate(request)
-            measurement = build_lut(build, settings, beat.update)
-            with sessions.begin() as session:
-                lut_id = store.save_lut(session, device_id=device_id, key=build, measurement=measurement)
-                _succeed(session, job_id, lut_id=lut_id)
-            return
-        validation = ValidationRequest.model_validate(request)
-        with sessions.begin() as session:
-            lut = store.get_lut(session, lut_id=lut_id)
+@contextmanager
+def _device(ctx: JobContext) -> Iterator[DeviceInfo]:
+    """This worker's device, held for the job: measurements on one device run one at a time."""
+    info = probe(ctx.settings)
+    ctx.status("waiting for the device", 0.0)
+    with ctx.exclusive(f"profiler_device_{info.key}"):
+        yield info
+
+
+def run_build(ctx: JobContext) -> tuple[DeviceInfo, BuildRequest, LutMeasurement]:
+    request = BuildSpec.model_validate(ctx.spec)
+    with _device(ctx) as info:
+        measurement = build_lut(request, ctx.settings, lambda f, message: ctx.status(message, f))
+    return info, request, measurement
+
+
+def save_build(session: Session, value: tuple[DeviceInfo, BuildRequest, LutMeasurement]) -> BuildResult:
+    info, request, measurement = value
+    device_id = store.upsert_device(session, info=info)
+    lut_id = store.save_lut(session, device_id=device_id, key=request, measurement=measurement)
+    return BuildResult(lut_id=lut_id, device_id=device_id)
+
+
+def run_validation(ctx: JobContext) -> tuple[DeviceInfo, ValidationSpec, ValidationMeasurement]:
+    spec = ValidationSpec.model_validate(ctx.spec)
+    with _device(ctx) as info:
+        with _store(ctx.settings) as session:
+            lut = store.get_lut(session, lut_id=spec.lut_id)
+            owner = store.get_device(session, device_id=lut.device_id) if lut is not None else None
         if lut is None:
-            raise LookupError(f"LUT {lut_id} no longer exists")
-        if lut.device_id != device_id:
+            raise LookupError(f"LUT {spec.lut_id} no longer exists")
+        if owner.key != info.key:
             raise ValueError(
-                f"LUT {lut_id} was measured on device {lut.device_id}, this is device {device_id}"
+                f"LUT {spec.lut_id} was measured on {owner.name}; this worker measures {info.name}"
             )
-        measurement = validate_lut(
-            lut, validation, settings, int(info.memory_bytes * MEMORY_SHARE), beat.update
-        )
-        with sessions.begin() as session:
-            validation_id = store.save_validation(
-                session, lut_id=lut.id, request=validation, measurement=measurement
-            )
-            _succeed(session, job_id, validation_id=validation_id)
+        memory = int(info.memory_bytes * MEMORY_SHARE)
+        measurement = validate_lut(lut, spec, ctx.settings, memory, lambda f, message: ctx.status(message, f))
+    return info, spec, measurement
 
 
-def _succeed(session, job_id: int, **result_ids: int) -> None:
-    store.update_job(
-        session,
-        job_id=job_id,
-        state="succeeded",
-        progress=1.0,
-        message="done",
-        finished_at=utcnow(),
-        **result_ids,
-    )
+def save_validation(
+    session: Session, value: tuple[DeviceInfo, ValidationSpec, ValidationMeasurement]
+) -> ValidationResult:
+    info, spec, measurement = value
+    device_id = store.upsert_device(session, info=info)
+    validation_id = store.save_validation(session, lut_id=spec.lut_id, request=spec, measurement=measurement)
+    return ValidationResult(validation_id=validation_id, lut_id=spec.lut_id, device_id=device_id)
+
+
+KINDS: dict[str, JobKind] = {
+    "build": JobKind(name="build", spec=BuildSpec, result=BuildResult, run=run_build, save=save_build),
+    "validate": JobKind(
+        name="validate",
+        spec=ValidationSpec,
+        result=ValidationResult,
+        run=run_validation,
+        save=save_validation,
+    ),
+}
+
+
+def submit(session: Session, *, spec: BuildSpec | ValidationSpec) -> Any:
+    """Queue a build or a validation (the caller has checked it); returns the job row."""
+    job, _ = QUEUE.submit(session, spec=spec)
+    return job

@@ -2,14 +2,17 @@
 
 A device is one fingerprint (hardware, threads, driver, torch). A LUT is unique per (device, shape,
 regime, batch, length, dtype), so rebuilding one replaces it in place. Builds and validations are jobs
-run by a separate process that records its state, progress and heartbeat here.
+of the job runtime (services/jobs), in the profiler's own job tables.
 """
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from services.jobs.queue import JobQueue
+from services.jobs.tables import ArtifactColumns, JobColumns, JobLogColumns, JobTables
 
 
 class Base(DeclarativeBase):
@@ -96,23 +99,22 @@ class ValidationRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class JobRow(Base):
-    __tablename__ = "profiler_jobs"
+class Job(JobColumns, Base):
+    """A LUT build or a validation: the job runtime's columns (services/jobs/tables.py)."""
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(10))
-    state: Mapped[str] = mapped_column(String(10), index=True)
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
-    message: Mapped[str] = mapped_column(String(500), default="")
-    error: Mapped[str | None] = mapped_column(Text)
-    request: Mapped[dict[str, Any]] = mapped_column(JSON)
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("profiler_devices.id", ondelete="SET NULL"))
-    lut_id: Mapped[int | None] = mapped_column(ForeignKey("profiler_luts.id", ondelete="SET NULL"))
-    validation_id: Mapped[int | None] = mapped_column(
-        ForeignKey("profiler_validations.id", ondelete="SET NULL")
-    )
-    pid: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __tablename__ = "profiler_jobs"
+    __table_args__ = (Index("ix_profiler_jobs_state_created", "state", "created_at"),)
+
+
+class JobLogLine(JobLogColumns, Base):
+    __tablename__ = "profiler_job_logs"
+    job_table = "profiler_jobs"
+
+
+class Artifact(ArtifactColumns, Base):
+    __tablename__ = "profiler_artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_profiler_artifact"),)
+    job_table = "profiler_jobs"
+
+
+QUEUE = JobQueue(JobTables(job=Job, log=JobLogLine, artifact=Artifact))

@@ -1,18 +1,20 @@
 """Reading and writing the profiler's tables. Keyword-only data functions; None when absent.
 
 Writers never commit: the caller decides the transaction, so a LUT and its job's success land together
-or not at all.
+or not at all. Job rows are the job runtime's (services/jobs/queue.py); reading them reaps the stale.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from services.jobs.queue import stale_cutoff
 from services.profiler.device import DeviceInfo
-from services.profiler.models import DeviceRow, JobRow, LutEntryRow, LutRow, ValidationRow, utcnow
+from services.profiler.models import QUEUE, DeviceRow, LutEntryRow, LutRow, ValidationRow, utcnow
+from services.profiler.models import Job as JobRow
 from services.profiler.profiling import LutMeasurement, ValidationMeasurement, error_summary
 from shared.schemas.lut import (
     Device,
@@ -28,7 +30,6 @@ from shared.schemas.lut import (
 from shared.schemas.operators import operator_adapter
 
 LUT_KEY_COLUMNS = ("device_id", "shape_hash", "regime", "batch", "length", "dtype")
-ACTIVE_STATES = ("queued", "running")
 
 
 def _insert(session: Session):
@@ -247,69 +248,47 @@ def list_validations(session: Session, *, lut_id: int) -> list[Validation]:
 # -- jobs ------------------------------------------------------------------------------------------
 
 
-def create_job(session: Session, *, kind: str, request: dict[str, Any], lut_id: int | None = None) -> Job:
-    row = JobRow(kind=kind, state="queued", progress=0.0, message="queued", request=request, lut_id=lut_id)
-    session.add(row)
-    session.flush()
-    return _job(row)
-
-
 def _job(row: JobRow) -> Job:
+    result = row.result or {}
     return Job(
         id=row.id,
         kind=row.kind,
         state=row.state,
         progress=row.progress,
         message=row.message,
+        eta_s=row.eta_s,
         error=row.error,
-        request=row.request,
-        device_id=row.device_id,
-        lut_id=row.lut_id,
-        validation_id=row.validation_id,
-        created_at=_aware(row.created_at),
-        started_at=_aware(row.started_at),
-        finished_at=_aware(row.finished_at),
-        heartbeat_at=_aware(row.heartbeat_at),
+        spec={k: v for k, v in row.spec.items() if k != "kind"},
+        device_id=result.get("device_id"),
+        lut_id=result.get("lut_id", row.spec.get("lut_id")),
+        validation_id=result.get("validation_id"),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        heartbeat_at=row.heartbeat_at,
     )
 
 
-def _reap_stale(session: Session, row: JobRow, stale_after_s: float) -> None:
-    """A job whose worker stopped beating (killed, machine lost) is failed, not left running forever."""
-    last = _aware(row.heartbeat_at or row.created_at)
-    if row.state in ACTIVE_STATES and utcnow() - last > timedelta(seconds=stale_after_s):
-        row.state, row.finished_at = "failed", utcnow()
-        row.error = f"the worker stopped: no heartbeat since {last.isoformat()}"
-        session.commit()
+def reap_stale(session: Session, *, stale_after_s: float) -> None:
+    """A running job whose worker stopped beating (killed, machine lost) is failed at once: readers
+    see the truth whether or not a worker is about to recover it. Commits."""
+    QUEUE.recover_stale(session, stale_before=stale_cutoff(stale_after_s), max_attempts=1)
 
 
-def get_job(session: Session, *, job_id: int, stale_after_s: float) -> Job | None:
-    row = session.get(JobRow, job_id)
-    if row is None:
-        return None
-    _reap_stale(session, row, stale_after_s)
-    return _job(row)
+def get_job(session: Session, *, job_id: str, stale_after_s: float) -> Job | None:
+    reap_stale(session, stale_after_s=stale_after_s)
+    row = QUEUE.get(session, job_id=job_id)
+    return _job(row) if row else None
 
 
 def list_jobs(
     session: Session, *, stale_after_s: float, kind: str | None = None, state: str | None = None
 ) -> list[Job]:
-    query = select(JobRow).order_by(JobRow.id)
+    """Oldest first."""
+    reap_stale(session, stale_after_s=stale_after_s)
+    query = select(JobRow).order_by(JobRow.created_at, JobRow.id)
     if kind is not None:
         query = query.where(JobRow.kind == kind)
-    rows = list(session.scalars(query))
-    for row in rows:
-        _reap_stale(session, row, stale_after_s)
-    return [_job(row) for row in rows if state is None or row.state == state]
-
-
-def get_job_request(session: Session, *, job_id: int) -> tuple[str, dict[str, Any], int | None] | None:
-    row = session.get(JobRow, job_id)
-    return (row.kind, row.request, row.lut_id) if row else None
-
-
-def update_job(session: Session, *, job_id: int, **values: Any) -> None:
-    session.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
-
-
-def heartbeat(session: Session, *, job_id: int, progress: float, message: str) -> None:
-    update_job(session, job_id=job_id, heartbeat_at=utcnow(), progress=progress, message=message[:500])
+    if state is not None:
+        query = query.where(JobRow.state == state)
+    return [_job(row) for row in session.scalars(query)]

@@ -19,7 +19,7 @@ from shared.schemas.shape import PRESETS, ModelShape
 Regime = Literal["prefill", "decode"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2}
-JobState = Literal["queued", "running", "succeeded", "failed"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 COST_NAMES = ("latency_ms", "params", "weight_bytes", "kv_bytes_per_token", "activation_bytes")
 
 
@@ -178,15 +178,16 @@ class Device(_Schema):
 
 
 class Job(_Schema):
-    """A LUT build or a validation, run in its own process; poll until succeeded or failed."""
+    """A LUT build or a validation, run by a profiler worker; poll until succeeded or failed."""
 
-    id: int
+    id: str
     kind: Literal["build", "validate"]
     state: JobState
     progress: float = Field(ge=0, le=1)
-    message: str
+    message: str = Field(description="What the job is doing now.")
+    eta_s: float | None = Field(description="Seconds left at this attempt's pace so far (running jobs).")
     error: str | None
-    request: dict[str, Any]
+    spec: dict[str, Any] = Field(description="The build or validation request, as stored.")
     device_id: int | None
     lut_id: int | None
     validation_id: int | None

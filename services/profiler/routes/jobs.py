@@ -1,8 +1,8 @@
 """Jobs: the state, progress and heartbeat of LUT builds and validations."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from services.profiler import store
 from services.profiler.deps import StaleAfterDep
@@ -13,7 +13,7 @@ from shared.schemas.lut import Job, JobState
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.get("", summary="Jobs, optionally of one kind or state")
+@router.get("", summary="Jobs, oldest first, optionally of one kind or state")
 def list_jobs(
     session: SessionDep,
     stale_after_s: StaleAfterDep,
@@ -24,7 +24,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", summary="One job: state, progress, message, result ids", responses={404: {}})
-def get_job(job_id: int, session: SessionDep, stale_after_s: StaleAfterDep) -> Job:
+def get_job(
+    job_id: Annotated[str, Path(min_length=1, max_length=64)],
+    session: SessionDep,
+    stale_after_s: StaleAfterDep,
+) -> Job:
     job = store.get_job(session, job_id=job_id, stale_after_s=stale_after_s)
     if job is None:
         raise not_found("job", job_id)

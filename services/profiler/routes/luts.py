@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from services.profiler import store
 from services.profiler.deps import ThisDeviceDep, lut_or_404
-from services.profiler.jobs import submit
+from services.profiler.jobs import BuildSpec, stale_after_s, submit
 from services.profiler.limits import check_build
 from services.profiler.lookup import cost_table
 from shared.api import SessionDep, SettingsDep, TokenDep
@@ -25,7 +25,8 @@ def build_lut(
     request: BuildRequest, session: SessionDep, settings: SettingsDep, device: ThisDeviceDep
 ) -> Job:
     check_build(request, device, settings)
-    return submit(session, settings, kind="build", request=request.model_dump(mode="json"))
+    job = submit(session, spec=BuildSpec(**request.model_dump()))
+    return store.get_job(session, job_id=job.id, stale_after_s=stale_after_s(settings))
 
 
 @router.get("", summary="LUTs, filtered by any of device, shape, regime, batch, length, dtype")

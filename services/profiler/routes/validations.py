@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from services.profiler import store
 from services.profiler.deps import ThisDeviceDep, lut_or_404
-from services.profiler.jobs import submit
+from services.profiler.jobs import ValidationSpec, stale_after_s, submit
 from services.profiler.limits import check_validation
 from shared.api import SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, not_found
@@ -32,7 +32,8 @@ def validate_lut(
             f"{device.name} ({device.key})",
         )
     check_validation(lut, request, device, settings)
-    return submit(session, settings, kind="validate", request=request.model_dump(mode="json"), lut_id=lut_id)
+    job = submit(session, spec=ValidationSpec(**request.model_dump(), lut_id=lut_id))
+    return store.get_job(session, job_id=job.id, stale_after_s=stale_after_s(settings))
 
 
 @router.get("/luts/{lut_id}/validations", summary="Validations of one LUT", responses={404: {}})

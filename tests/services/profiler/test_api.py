@@ -1,4 +1,9 @@
-"""The profiler over HTTP, through its typed client: real worker processes, SQLite and PostgreSQL."""
+"""The profiler over HTTP, through its typed client: a real worker process, SQLite and PostgreSQL."""
+
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +24,17 @@ def client(settings):
         yield ProfilerClient(http)
 
 
-def test_build_then_query_estimate_export_and_validate(client, build_request, validation_request):
+@pytest.fixture
+def worker(settings):
+    """`unast-profiler worker` in its own process, stopped with SIGTERM (a clean stop: exit code 0)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | settings.to_env()
+    process = subprocess.Popen([sys.executable, "-m", "services.profiler.cli", "worker"], env=env)
+    yield process
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(120) == 0
+
+
+def test_build_then_query_estimate_export_and_validate(client, worker, build_request, validation_request):
     job = client.build_lut(build_request)
     assert (job.kind, job.state, job.lut_id) == ("build", "queued", None)
     done = client.wait_for(job.id, timeout_s=300, poll_s=0.2)

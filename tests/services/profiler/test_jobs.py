@@ -1,4 +1,5 @@
-"""Builds as processes: two racing builders leave one LUT; a killed one leaves none and is reported failed."""
+"""Builds as processes: two racing builders leave one LUT; a killed one leaves none and is reported
+failed; a worker process runs what the API queues and stops with SIGTERM, giving its job back."""
 
 import json
 import os
@@ -10,8 +11,10 @@ import time
 from sqlalchemy import func, select
 
 from services.profiler import store
+from services.profiler.jobs import BuildSpec
 from services.profiler.main import MIGRATIONS, VERSION_TABLE
-from services.profiler.models import JobRow, LutEntryRow, LutRow
+from services.profiler.models import QUEUE, LutEntryRow, LutRow
+from services.profiler.models import Job as JobRow
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.settings import Settings
 
@@ -86,4 +89,36 @@ def test_a_killed_build_leaves_no_lut_and_its_job_is_reported_failed(settings, t
     with sessions() as s:
         job = store.get_job(s, job_id=job.id, stale_after_s=2.0)
         assert job.state == "failed" and "no heartbeat" in job.error
+    engine.dispose()
+
+
+def test_a_worker_runs_queued_builds_and_sigterm_gives_the_running_one_back(settings):
+    engine, sessions = sessions_for(settings)
+    env = environment(settings, UNAST_PROFILER_HEARTBEAT_S="0.2", UNAST_PROFILER_POLL_S="0.1")
+    quick = BuildSpec(shape="tiny", length=16, operators=OPERATORS, time_cap_s=0.3, min_runs=8, warmup_runs=1)
+    # a tight interval that is never reached: this build runs until its 60 s cap, or until stopped
+    long = quick.model_copy(update={"time_cap_s": 60.0, "target_ci": 0.000001})
+    with sessions() as s:
+        first = QUEUE.submit(s, spec=quick)[0].id
+        second = QUEUE.submit(s, spec=long)[0].id
+    worker = subprocess.Popen([sys.executable, "-m", "services.profiler.cli", "worker"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with sessions() as s:
+                running = store.get_job(s, job_id=second, stale_after_s=60)
+            if running.state == "running" and running.progress > 0:
+                break
+            assert time.monotonic() < deadline, "the second build never started timing"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0  # stops within a measuring round, not at the 60 s cap
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    with sessions() as s:
+        done, released = (store.get_job(s, job_id=j, stale_after_s=60) for j in (first, second))
+    assert done.state == "succeeded" and done.lut_id is not None
+    assert released.state == "queued" and released.lut_id is None  # back in the queue, for the next worker
+    assert counts(sessions) == (1, 6)
     engine.dispose()

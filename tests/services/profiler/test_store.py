@@ -5,10 +5,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from services.jobs.tables import utcnow
 from services.profiler import store
 from services.profiler.device import DeviceInfo
+from services.profiler.jobs import BuildSpec
 from services.profiler.main import MIGRATIONS, VERSION_TABLE
-from services.profiler.models import JobRow, LutEntryRow, LutRow, utcnow
+from services.profiler.models import QUEUE, LutEntryRow, LutRow
+from services.profiler.models import Job as JobRow
 from services.profiler.profiling import ValidationMeasurement
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.schemas.lut import LutKey, ValidatedArchitecture, ValidationRequest
@@ -121,18 +124,24 @@ def test_validations_are_stored_with_their_architectures(sessions):
         assert store.get_validation(s, validation_id=vid + 1) is None
 
 
-def test_a_job_without_heartbeats_is_reported_failed(sessions):
-    with sessions.begin() as s:
-        alive = store.create_job(s, kind="build", request={"shape": "tiny"})
-        dead = store.create_job(s, kind="build", request={"shape": "tiny"})
-        store.heartbeat(s, job_id=alive.id, progress=0.5, message="timing")
-        s.execute(
-            update(JobRow).where(JobRow.id == dead.id).values(created_at=utcnow() - timedelta(minutes=5))
-        )
+def test_a_running_job_without_heartbeats_is_reported_failed(sessions):
+    specs = [BuildSpec(shape="tiny", length=16) for _ in range(3)]
     with sessions() as s:
-        job = store.get_job(s, job_id=alive.id, stale_after_s=60)
-        assert (job.state, job.progress, job.message) == ("queued", 0.5, "timing")
-        job = store.get_job(s, job_id=dead.id, stale_after_s=60)
+        alive, dead, waiting = (QUEUE.submit(s, spec=spec)[0].id for spec in specs)
+        QUEUE.claim(s, worker="w", kinds=["build"], job_id=alive)
+        QUEUE.claim(s, worker="w", kinds=["build"], job_id=dead)
+        QUEUE.heartbeat(s, job_id=alive, worker="w", step=0, steps=None, progress=0.5, message="timing")
+        old = utcnow() - timedelta(minutes=5)
+        s.execute(
+            update(JobRow).where(JobRow.id.in_([dead, waiting])).values(heartbeat_at=old, created_at=old)
+        )
+        s.commit()
+    with sessions() as s:
+        job = store.get_job(s, job_id=alive, stale_after_s=60)
+        assert (job.state, job.progress, job.message) == ("running", 0.5, "timing")
+        job = store.get_job(s, job_id=dead, stale_after_s=60)
         assert job.state == "failed" and "no heartbeat" in job.error
-        assert [j.id for j in store.list_jobs(s, stale_after_s=60, state="failed")] == [dead.id]
-        assert store.get_job(s, job_id=999, stale_after_s=60) is None
+        # a queued job waits for a worker, however long: it has no heartbeat to lose
+        assert store.get_job(s, job_id=waiting, stale_after_s=60).state == "queued"
+        assert [j.id for j in store.list_jobs(s, stale_after_s=60, state="failed")] == [dead]
+        assert store.get_job(s, job_id="999", stale_after_s=60) is None
