@@ -49,10 +49,13 @@ def attention_candidates(shape: ModelShape) -> list[AttentionOp]:
 
 
 def mlp_candidates(shape: ModelShape) -> list[MLPOp]:
-    """Fractions of the teacher's intermediate size, rounded to the teacher's own alignment (<= 128)
-    so that no candidate is slow merely for a ragged size."""
+    """Fractions of the teacher's intermediate size, rounded to the teacher's own alignment (at most
+    128) so that no candidate is slow merely for a ragged size -- but never so coarse that the grid's
+    seven widths merge: a small teacher (intermediate size 512: 128 would leave three widths) gets
+    steps of at most 1/16 of its size."""
     size = shape.intermediate_size
-    align = math.gcd(size, 128)
+    fine = 1 << max(0, (size // 16).bit_length() - 1)  # the largest power of two <= size / 16
+    align = min(math.gcd(size, 128), fine)
     sizes = _unique(max(align, align * round(size * f / align)) for f in INTERMEDIATE_FRACTIONS)
     return [MLPOp(intermediate_size=s) for s in sizes if s < size]
 

@@ -56,3 +56,14 @@ def test_odd_sizes_still_give_valid_operators():
     for spec in all_candidates(shape):
         build_operator(spec, shape)  # every spec builds a module
     assert len(all_candidates(shape)) == len(set(all_candidates(shape)))
+
+
+@pytest.mark.parametrize(("size", "widths"), [(512, [448, 384, 320, 256, 192, 128, 64]), (11008, None)])
+def test_the_mlp_grid_keeps_its_seven_widths_on_small_teachers(size, widths):
+    shape = PRESETS["llama2-7b"].model_copy(update={"intermediate_size": size, "name": None})
+    got = [s.intermediate_size for s in candidates(shape, "mlp")[3:]]
+    assert len(got) == 7
+    if widths is not None:
+        assert got == widths
+    else:  # a large teacher keeps the 128 alignment
+        assert all(w % 128 == 0 for w in got)
