@@ -18,7 +18,7 @@ import statistics
 import time
 
 from services.profiler.profiling import build_lut, error_summary, unsaved_lut, validate_lut
-from shared.schemas.lut import BuildRequest, ValidationRequest
+from shared.schemas.lut import Build, ValidationRequest
 from shared.settings import Settings
 
 DEFAULT_LENGTHS = {"tiny": 128, "small": 256}
@@ -34,7 +34,7 @@ def runs(values: list[int]) -> str:
 
 
 def bench(shape: str, length: int, args: argparse.Namespace, settings: Settings) -> tuple[float, float]:
-    request = BuildRequest(
+    request = Build(
         shape=shape, regime=args.regime, batch=args.batch, length=length, time_cap_s=args.build_cap_s
     )
     print(f"\n== {shape}: {args.regime}, batch {args.batch}, length {length}   ({load()})", flush=True)

@@ -16,27 +16,31 @@ from pathlib import Path
 from pydantic_core import to_jsonable_python
 
 from services.profiler import lookup, store
+from services.profiler.deps import lut_for_request
 from services.profiler.device import probe
 from services.profiler.jobs import BuildSpec, ValidationSpec, stale_after_s, submit
 from services.profiler.limits import check_build, check_validation
 from services.profiler.main import MIGRATIONS, VERSION_TABLE, create_app
+from services.profiler.shapes import resolved
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.errors import ApiError
 from shared.schemas.lut import BuildRequest, EstimateRequest, ValidationRequest
-from shared.schemas.shape import ModelShape
 from shared.serve import serve
 from shared.settings import Settings, get_settings
 
 MEASURING = ("time_cap_s", "target_ci", "min_runs", "warmup_runs")
 
 
-def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
-    shape = parser.add_mutually_exclusive_group(required=True)
-    shape.add_argument("--shape", help="a preset: tiny, small, llama2-7b, llama3-8b")
-    shape.add_argument("--shape-config", type=Path, help="a Hugging Face Llama config.json")
+def _add_key_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--shape",
+        required=required,
+        help="a preset (tiny, small, llama2-7b, llama3-8b), a stored LUT's shape hash, or a model directory "
+        "(or its config.json) inside UNAST_INPUT_ROOTS",
+    )
     parser.add_argument("--regime", choices=["prefill", "decode"], default="prefill")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--length", type=int, required=True, help="prefill: sequence; decode: context")
+    parser.add_argument("--length", type=int, required=required, help="prefill: sequence; decode: context")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
 
 
@@ -73,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("lut_id", type=int)
     estimate = sub.add_parser("estimate", help="predict an architecture's latency and memory from a LUT")
     estimate.add_argument("--device-id", type=int, required=True)
-    _add_key_arguments(estimate)
+    estimate.add_argument("--lut-id", type=int, help="the LUT to ask (instead of --shape and --length)")
+    _add_key_arguments(estimate, required=False)
     estimate.add_argument("--architecture", type=Path, required=True, help="JSON file of an Architecture")
     sub.add_parser("worker", help="run the builds and validations the API queues, until SIGTERM")
     return parser
@@ -84,8 +89,7 @@ def _given(args: argparse.Namespace, *names: str) -> dict:
 
 
 def _key(args: argparse.Namespace) -> dict:
-    shape = args.shape or ModelShape.from_hf_config(json.loads(args.shape_config.read_text()))
-    return {"shape": shape, **_given(args, "regime", "batch", "length", "dtype")}
+    return _given(args, "shape", "regime", "batch", "length", "dtype")
 
 
 def _print(value) -> None:
@@ -117,8 +121,10 @@ def _run_recorded(settings: Settings, spec: BuildSpec | ValidationSpec):
 def _build(args: argparse.Namespace, settings: Settings) -> None:
     operators = json.loads(args.operators.read_text()) if args.operators else None
     request = BuildRequest.model_validate({**_key(args), **_given(args, *MEASURING), "operators": operators})
-    check_build(request, probe(settings), settings)
-    sessions, job = _run_recorded(settings, BuildSpec(**request.model_dump()))
+    with _sessions(settings)() as session:
+        build = resolved(BuildSpec, request, settings, session)
+    check_build(build, probe(settings), settings)
+    sessions, job = _run_recorded(settings, build)
     with sessions() as session:
         _print(store.get_lut(session, lut_id=job.lut_id))
 
@@ -154,12 +160,9 @@ def _read(args: argparse.Namespace, settings: Settings) -> None:
             _print(store.list_luts(session, **filters))
         elif args.command == "estimate":
             architecture = json.loads(args.architecture.read_text())
-            request = EstimateRequest.model_validate({**_key(args), "architecture": architecture})
-            lut = store.find_lut(session, device_id=args.device_id, key=request)
-            if lut is None:
-                raise LookupError(
-                    f"no LUT on device {args.device_id} for this shape, regime, batch, length, dtype"
-                )
+            ref = {**_key(args), **_given(args, "lut_id"), "architecture": architecture}
+            request = EstimateRequest.model_validate(ref)
+            lut = lut_for_request(session, settings, args.device_id, request)
             _print(lookup.estimate(lut, request.architecture))
         else:
             lut = store.get_lut(session, lut_id=args.lut_id)

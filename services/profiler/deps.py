@@ -8,9 +8,11 @@ from sqlalchemy.orm import Session
 from services.profiler import store
 from services.profiler.device import DeviceInfo, probe_in_subprocess
 from services.profiler.jobs import stale_after_s
+from services.profiler.shapes import resolved
 from shared.api import SettingsDep
-from shared.errors import ApiError, not_found
-from shared.schemas.lut import Lut, LutKey, shape_hash
+from shared.errors import ApiError, invalid, not_found
+from shared.schemas.lut import Lut, LutKey, LutRef, shape_hash
+from shared.settings import Settings
 
 
 def this_device(settings: SettingsDep) -> DeviceInfo:
@@ -36,9 +38,18 @@ def lut_or_404(session: Session, lut_id: int) -> Lut:
     return lut
 
 
-def lut_for_key_or_404(session: Session, device_id: int, key: LutKey) -> Lut:
+def lut_for_request(session: Session, settings: Settings, device_id: int, ref: LutRef) -> Lut:
+    """The LUT a query names, by id or by key, on the device of the path; 404 when there is none."""
     if store.get_device(session, device_id=device_id) is None:
         raise not_found("device", device_id)
+    if ref.lut_id is not None:
+        lut = lut_or_404(session, ref.lut_id)
+        if lut.device_id != device_id:
+            raise invalid(
+                "body.lut_id", f"LUT {ref.lut_id} belongs to device {lut.device_id}, not {device_id}"
+            )
+        return lut
+    key = resolved(LutKey, ref, settings, session)
     lut = store.find_lut(session, device_id=device_id, key=key)
     if lut is None:
         raise ApiError(

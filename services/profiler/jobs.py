@@ -23,7 +23,7 @@ from services.profiler.limits import MEMORY_SHARE
 from services.profiler.models import QUEUE
 from services.profiler.profiling import LutMeasurement, ValidationMeasurement, build_lut, validate_lut
 from shared.db import make_engine, make_sessionmaker
-from shared.schemas.lut import BuildRequest, ValidationRequest
+from shared.schemas.lut import Build, ValidationRequest
 from shared.settings import Settings
 
 STALE_HEARTBEATS = 10  # a job silent for this many heartbeat intervals has lost its worker
@@ -33,7 +33,7 @@ def stale_after_s(settings: Settings) -> float:
     return STALE_HEARTBEATS * settings.profiler_heartbeat_s
 
 
-class BuildSpec(BuildRequest):
+class BuildSpec(Build):
     kind: Literal["build"] = "build"
 
 
@@ -72,14 +72,14 @@ def _device(ctx: JobContext) -> Iterator[DeviceInfo]:
         yield info
 
 
-def run_build(ctx: JobContext) -> tuple[DeviceInfo, BuildRequest, LutMeasurement]:
+def run_build(ctx: JobContext) -> tuple[DeviceInfo, Build, LutMeasurement]:
     request = BuildSpec.model_validate(ctx.spec)
     with _device(ctx) as info:
         measurement = build_lut(request, ctx.settings, lambda f, message: ctx.status(message, f))
     return info, request, measurement
 
 
-def save_build(session: Session, value: tuple[DeviceInfo, BuildRequest, LutMeasurement]) -> BuildResult:
+def save_build(session: Session, value: tuple[DeviceInfo, Build, LutMeasurement]) -> BuildResult:
     info, request, measurement = value
     device_id = store.upsert_device(session, info=info)
     lut_id = store.save_lut(session, device_id=device_id, key=request, measurement=measurement)

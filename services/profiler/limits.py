@@ -7,11 +7,11 @@ tell a build of minutes from one of hours, and a fitting one from one that canno
 
 from services.profiler.costs import computed_activation_bytes, fixed_weight_bytes, flops, tokens
 from services.profiler.device import DeviceInfo
-from services.profiler.lookup import estimate
-from services.profiler.profiling import measured_operators, random_architectures
+from services.profiler.lookup import NotMeasured, estimate
+from services.profiler.profiling import architectures_to_time, measured_operators
 from shared.errors import invalid
 from shared.operators import kv_bytes_per_token, weight_bytes
-from shared.schemas.lut import DTYPE_BYTES, BuildRequest, Lut, ValidationRequest
+from shared.schemas.lut import DTYPE_BYTES, Build, Lut, ValidationRequest
 from shared.settings import Settings
 
 MEMORY_SHARE = 0.8  # of the device's memory a job may plan to use; the rest is the system's
@@ -26,7 +26,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
-def check_build(request: BuildRequest, device: DeviceInfo, settings: Settings) -> None:
+def check_build(request: Build, device: DeviceInfo, settings: Settings) -> None:
     """422 naming the field when the LUT would not fit in memory or would take too long."""
     if request.time_cap_s > settings.profiler_max_job_s:
         raise invalid("time_cap_s", f"exceeds this profiler's limit of {settings.profiler_max_job_s:.0f} s")
@@ -61,7 +61,13 @@ def check_validation(lut: Lut, request: ValidationRequest, device: DeviceInfo, s
     """422 when one whole model does not fit, or timing count of them would take too long."""
     if request.time_cap_s > settings.profiler_max_job_s:
         raise invalid("time_cap_s", f"exceeds this profiler's limit of {settings.profiler_max_job_s:.0f} s")
-    estimates = [estimate(lut, a) for a in random_architectures(lut, request.count, request.seed)]
+    estimates = []
+    for i, architecture in enumerate(architectures_to_time(lut, request)):
+        try:
+            estimates.append(estimate(lut, architecture))
+        except (NotMeasured, ValueError) as exc:  # an operator the LUT lacks; a slot the model lacks
+            slot = str(exc).split(":", 1)[0]
+            raise invalid(f"body.architectures.{i}.choices.{slot}", str(exc)) from None
     largest = max(e.memory_bytes for e in estimates)
     if largest > device.memory_bytes * MEMORY_SHARE:
         raise invalid(
@@ -73,6 +79,6 @@ def check_validation(lut: Lut, request: ValidationRequest, device: DeviceInfo, s
     if least_s > settings.profiler_max_job_s:
         raise invalid(
             "count",
-            f"timing {request.count} models would take about {_duration(least_s)} (limit "
+            f"timing {len(estimates)} models would take about {_duration(least_s)} (limit "
             f"{_duration(settings.profiler_max_job_s)})",
         )

@@ -28,7 +28,7 @@ def estimate(lut: Lut, architecture: Architecture) -> Estimate:
         try:
             entry = entry_for(lut, spec)
         except NotMeasured as exc:
-            raise NotMeasured(f"slot {slot}: {exc}") from None
+            raise NotMeasured(f"{slot}: {exc}") from None
         slots.append(SlotCost(slot=slot, operator=spec, name=entry.name, costs=entry.costs))
     parts = [lut.fixed.costs] + [s.costs for s in slots]
     kv_per_token = sum(p.kv_bytes_per_token for p in parts)

@@ -24,7 +24,7 @@ from shared.candidates import all_candidates
 from shared.model import Decoder, residual
 from shared.operators import build_operator
 from shared.schemas.lut import (
-    BuildRequest,
+    Build,
     Lut,
     LutEntry,
     LutKey,
@@ -83,7 +83,7 @@ def unsaved_lut(key: LutKey, measurement: LutMeasurement) -> Lut:
     )
 
 
-def measured_operators(request: BuildRequest) -> list[OperatorSpec]:
+def measured_operators(request: Build) -> list[OperatorSpec]:
     """The request's operators (default: the candidate pool) and always the teacher's two, deduplicated."""
     shape = request.shape
     teachers = [teacher_operator(shape, "attention"), teacher_operator(shape, "mlp")]
@@ -138,7 +138,7 @@ class Bench:
         return Measurand(run=lambda: model(idx, caches), reset=rewind)
 
 
-def build_lut(request: BuildRequest, settings: Settings, on_progress: Progress) -> LutMeasurement:
+def build_lut(request: Build, settings: Settings, on_progress: Progress) -> LutMeasurement:
     """Time every operator and the fixed part in interleaved rounds; weigh their memory."""
     started = time.monotonic()
     torch.set_num_threads(settings.torch_threads)
@@ -200,6 +200,13 @@ def random_architectures(lut: Lut, count: int, seed: int) -> list[Architecture]:
     ]
 
 
+def architectures_to_time(lut: Lut, request: ValidationRequest) -> list[Architecture]:
+    """The architectures a validation times: the ones it was given, or `count` random ones."""
+    if request.architectures is not None:
+        return list(request.architectures)
+    return random_architectures(lut, request.count, request.seed)
+
+
 def models_per_group(lut: Lut, architectures: list[Architecture], memory_bytes: int) -> int:
     """How many whole models to hold (and interleave) at once within the memory share."""
     largest = max(estimate(lut, a).memory_bytes for a in architectures)
@@ -223,7 +230,8 @@ def reference_parts(lut: Lut) -> dict[str, OperatorSpec | None]:
 def validate_lut(
     lut: Lut, request: ValidationRequest, settings: Settings, memory_bytes: int, on_progress: Progress
 ) -> ValidationMeasurement:
-    """Build random architectures as whole models, time them end to end, compare with the prediction.
+    """Build architectures (given, or random) as whole models, time them end to end, compare with the
+    prediction.
 
     The reference parts run in the same rounds; drift is how much slower (+) or faster (-) they ran than
     in the LUT: a device that changed speed since the build (clocks, load, thermals) shows there.
@@ -231,7 +239,7 @@ def validate_lut(
     torch.set_num_threads(settings.torch_threads)
     torch.manual_seed(0)
     device = torch_device(settings)
-    architectures = random_architectures(lut, request.count, request.seed)
+    architectures = architectures_to_time(lut, request)
     group = models_per_group(lut, architectures, memory_bytes)
     bench = Bench(lut.key(), device)
     references = reference_parts(lut)

@@ -9,9 +9,9 @@ blocks' own overhead), so that a whole architecture is predicted as fixed + the 
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shared.schemas.operators import Architecture, OperatorSpec
 from shared.schemas.shape import PRESETS, ModelShape
@@ -32,6 +32,18 @@ def shape_hash(shape: ModelShape) -> str:
 
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+ShapeRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description="A preset name (tiny, small, llama2-7b, llama3-8b), the shape hash of a stored LUT, or a "
+        "Hugging Face model directory (or its config.json) inside UNAST_INPUT_ROOTS: the directory a trainer "
+        "job takes as its teacher.",
+    ),
+]
 
 
 class LutKey(_Schema):
@@ -62,9 +74,10 @@ class LutKey(_Schema):
     @classmethod
     def _within_positions(cls, length: int, info: ValidationInfo) -> int:
         shape = info.data.get("shape")
+        if not isinstance(shape, ModelShape):  # a named shape: checked once it is resolved
+            return length
         tokens = length + (1 if info.data.get("regime") == "decode" else 0)
-        limit = shape.max_position_embeddings if shape is not None else tokens
-        if tokens > limit:
+        if tokens > (limit := shape.max_position_embeddings):
             raise ValueError(f"{tokens} positions exceed the model's max_position_embeddings ({limit})")
         return length
 
@@ -77,6 +90,17 @@ class LutKey(_Schema):
             "length": self.length,
             "dtype": self.dtype,
         }
+
+
+class KeyRequest(LutKey):
+    """A LUT key as a client names it: the shape may be named (the service resolves it)."""
+
+    shape: ModelShape | ShapeRef = Field(description="A full shape, or a name for one (see ShapeRef).")
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:  # other names are resolved by the service
+        return PRESETS.get(value, value) if isinstance(value, str) else value
 
 
 class Measuring(_Schema):
@@ -92,7 +116,7 @@ class Measuring(_Schema):
     warmup_runs: int = Field(5, ge=0, le=10_000, description="Untimed calls of each thing first.")
 
 
-class BuildRequest(Measuring, LutKey):
+class BuildOptions(Measuring):
     operators: list[OperatorSpec] | None = Field(
         None,
         min_length=1,
@@ -100,6 +124,14 @@ class BuildRequest(Measuring, LutKey):
         description="Operators to measure; default: the candidate pool of the shape. "
         "The teacher's two operators are always measured.",
     )
+
+
+class Build(BuildOptions, LutKey):
+    """A LUT build with its shape resolved: what a profiler worker runs."""
+
+
+class BuildRequest(BuildOptions, KeyRequest):
+    """A LUT build as a client asks for it (POST /v1/luts)."""
 
 
 class Stats(_Schema):
@@ -197,7 +229,26 @@ class Job(_Schema):
     heartbeat_at: datetime | None
 
 
-class OperatorCostRequest(LutKey):
+class LutRef(_Schema):
+    """Which LUT answers: its id, or the key it was built for (the device is in the path)."""
+
+    lut_id: int | None = Field(None, ge=1, le=2**31 - 1, description="A LUT of this device.")
+    shape: ModelShape | ShapeRef | None = Field(None, description="With `length`: the LUT of this key.")
+    regime: Regime = "prefill"
+    batch: int = Field(1, ge=1, le=4096)
+    length: int | None = Field(None, ge=1, le=1_048_576)
+    dtype: Dtype = "float32"
+
+    @model_validator(mode="after")
+    def _id_or_key(self) -> Self:
+        if (self.lut_id is None) == (self.shape is None):
+            raise ValueError("give either lut_id, or shape and length")
+        if self.shape is not None and self.length is None:
+            raise ValueError("length: needed with shape")
+        return self
+
+
+class OperatorCostRequest(LutRef):
     operator: OperatorSpec
 
 
@@ -206,8 +257,10 @@ class OperatorCost(LutEntry):
     device_id: int
 
 
-class EstimateRequest(LutKey):
-    architecture: Architecture
+class EstimateRequest(LutRef):
+    architecture: Architecture = Field(
+        description="A search solution as it is (its `choices`), or {choices}."
+    )
 
 
 class SlotCost(_Schema):
@@ -234,6 +287,13 @@ class Estimate(_Schema):
 class ValidationRequest(Measuring):
     count: int = Field(20, ge=1, le=500, description="Random architectures to build and time end to end.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    architectures: list[Architecture] | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="Time these architectures (search solutions as they are: the winner's, say) instead of "
+        "`count` random ones.",
+    )
 
 
 class ValidatedArchitecture(_Schema):

@@ -9,6 +9,7 @@ from services.profiler.deps import ThisDeviceDep, lut_or_404
 from services.profiler.jobs import BuildSpec, stale_after_s, submit
 from services.profiler.limits import check_build
 from services.profiler.lookup import cost_table
+from services.profiler.shapes import resolved
 from shared.api import SessionDep, SettingsDep, TokenDep
 from shared.schemas.lut import BuildRequest, CostTable, Dtype, Job, Lut, LutSummary, Regime
 
@@ -20,12 +21,15 @@ router = APIRouter(prefix="/v1/luts", tags=["luts"])
     status_code=202,
     dependencies=[TokenDep],
     summary="Build (or rebuild) the LUT of this device for a shape and regime: returns the job at once",
+    description="`shape` may be a full shape, a preset name, the shape hash of a stored LUT, or a model "
+    "directory (or its config.json) inside UNAST_INPUT_ROOTS, as a trainer job's `teacher`.",
 )
 def build_lut(
     request: BuildRequest, session: SessionDep, settings: SettingsDep, device: ThisDeviceDep
 ) -> Job:
-    check_build(request, device, settings)
-    job = submit(session, spec=BuildSpec(**request.model_dump()))
+    build = resolved(BuildSpec, request, settings, session)
+    check_build(build, device, settings)
+    job = submit(session, spec=build)
     return store.get_job(session, job_id=job.id, stale_after_s=stale_after_s(settings))
 
 

@@ -2,9 +2,9 @@
 
 from fastapi import APIRouter
 
-from services.profiler.deps import lut_for_key_or_404
+from services.profiler.deps import lut_for_request
 from services.profiler.lookup import NotMeasured, entry_for, estimate
-from shared.api import SessionDep
+from shared.api import SessionDep, SettingsDep
 from shared.errors import ApiError, invalid
 from shared.schemas.lut import Estimate, EstimateRequest, OperatorCost, OperatorCostRequest
 
@@ -16,8 +16,10 @@ router = APIRouter(prefix="/v1/devices/{device_id}", tags=["queries"])
     summary="Latency and memory of one operator on this device and regime",
     responses={404: {"description": "No such device, LUT, or operator not measured"}},
 )
-def operator_cost(device_id: int, request: OperatorCostRequest, session: SessionDep) -> OperatorCost:
-    lut = lut_for_key_or_404(session, device_id, request)
+def operator_cost(
+    device_id: int, request: OperatorCostRequest, session: SessionDep, settings: SettingsDep
+) -> OperatorCost:
+    lut = lut_for_request(session, settings, device_id, request)
     try:
         entry = entry_for(lut, request.operator)
     except NotMeasured as exc:
@@ -30,11 +32,14 @@ def operator_cost(device_id: int, request: OperatorCostRequest, session: Session
     summary="Predicted latency and memory of an architecture: fixed part + its operators",
     responses={404: {"description": "No such device, LUT, or an operator not measured"}},
 )
-def estimate_architecture(device_id: int, request: EstimateRequest, session: SessionDep) -> Estimate:
-    lut = lut_for_key_or_404(session, device_id, request)
+def estimate_architecture(
+    device_id: int, request: EstimateRequest, session: SessionDep, settings: SettingsDep
+) -> Estimate:
+    lut = lut_for_request(session, settings, device_id, request)
     try:
         return estimate(lut, request.architecture)
     except NotMeasured as exc:
         raise ApiError(404, str(exc)) from exc
-    except ValueError as exc:
-        raise invalid("architecture", str(exc)) from exc
+    except ValueError as exc:  # a slot the model lacks, or one the architecture misses
+        slot = str(exc).split(":", 1)[0]
+        raise invalid(f"body.architecture.choices.{slot}", str(exc)) from None

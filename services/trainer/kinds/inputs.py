@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from services.trainer.models import QUEUE, Job
-from services.trainer.paths import confine, input_roots
 from shared.errors import invalid
+from shared.paths import confine, input_roots
 from shared.schemas.operators import Architecture, is_teacher, spec_name
 from shared.schemas.shape import ModelShape
 from shared.settings import Settings

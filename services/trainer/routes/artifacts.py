@@ -7,9 +7,9 @@ from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
 from services.trainer.deps import QUEUE, JobId, found
-from services.trainer.paths import confine
 from shared.api import SessionDep
 from shared.errors import ApiError, not_found
+from shared.paths import confine
 from shared.schemas.jobs import Artifact
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])

@@ -92,7 +92,7 @@ def test_estimate_is_fixed_plus_the_slots(lut):
 
 
 def test_estimate_names_the_slot_of_an_unmeasured_operator_and_refuses_a_wrong_depth(lut):
-    with pytest.raises(NotMeasured, match=r"slot block1\.mlp"):
+    with pytest.raises(NotMeasured, match=r"block1\.mlp: operator"):
         estimate(lut, Architecture.teacher(SHAPE).replace("block1.mlp", MLPOp(intermediate_size=64)))
     with pytest.raises(ValueError, match=r"block2\.attn"):
         estimate(lut, Architecture.from_layers(Architecture.teacher(SHAPE).layers * 2))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from services.trainer.paths import confine, input_roots, job_dir
+from services.trainer.paths import job_dir
+from shared.paths import confine, input_roots
 
 
 @pytest.fixture
