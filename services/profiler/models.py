@@ -57,6 +57,8 @@ class LutRow(Base):
     activation_method: Mapped[str] = mapped_column(String(10))
     clock: Mapped[str] = mapped_column(String(16))
     build_seconds: Mapped[float] = mapped_column(Float)
+    drift: Mapped[float | None] = mapped_column(Float)
+    stable: Mapped[bool | None] = mapped_column()
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     entries: Mapped[list["LutEntryRow"]] = relationship(

@@ -45,9 +45,11 @@ from shared.schemas.operators import (
     spec_name,
     teacher_operator,
 )
+from shared.schemas.shape import ModelShape
 from shared.settings import Settings
 
 FIXED = "fixed"
+RECHECK_SHARE = 0.1  # of the time cap, spent re-timing the reference parts at the end of a build
 NOT_TIMED = Stats(median_ms=0.0, p10_ms=0.0, p90_ms=0.0, runs=0, cv=0.0)
 
 Progress = Callable[[float, str], None]
@@ -60,6 +62,8 @@ class LutMeasurement:
     activation_method: str
     clock: str
     build_seconds: float
+    drift: float  # the reference parts at the end of the build against the build's own timing
+    stable: bool  # |drift| within the build's stability threshold
 
 
 def unsaved_lut(key: LutKey, measurement: LutMeasurement) -> Lut:
@@ -77,6 +81,8 @@ def unsaved_lut(key: LutKey, measurement: LutMeasurement) -> Lut:
         activation_method=measurement.activation_method,
         clock=measurement.clock,
         build_seconds=measurement.build_seconds,
+        drift=measurement.drift,
+        stable=measurement.stable,
         measured_at=datetime.now(UTC),
         fixed=measurement.fixed,
         entries=measurement.entries,
@@ -157,15 +163,29 @@ def build_lut(request: Build, settings: Settings, on_progress: Progress) -> LutM
         activations[FIXED] = computed_activation_bytes(None, request)
     activations.setdefault(spec_hash(IdentityOp()), 0)
 
-    stats = measure(
-        measurands,
-        device=device,
-        min_runs=request.min_runs,
-        target_ci=request.target_ci,
-        time_cap_s=request.time_cap_s,
-        warmup_runs=request.warmup_runs,
-        on_progress=lambda f: on_progress(f, f"timing {len(measurands)} parts in interleaved rounds"),
-    )
+    # Timed twice at most: a build that finds the device's speed moved during it measures again, then
+    # reports itself unstable if it moved again (its LUT would mix two speeds).
+    for attempt in range(2):
+        share = (0.5, 0.4) if attempt else (0.0, 0.9)  # (start, span) of the progress bar
+        stats = measure(
+            measurands,
+            device=device,
+            min_runs=request.min_runs,
+            target_ci=request.target_ci,
+            time_cap_s=request.time_cap_s,
+            warmup_runs=request.warmup_runs,
+            on_progress=lambda f, s=share: on_progress(
+                s[0] + f * s[1], f"timing {len(measurands)} parts in interleaved rounds"
+            ),
+        )
+        on_progress(0.9, "re-timing the reference parts: did the device's speed move?")
+        drift = reference_drift(request, measurands, stats, device)
+        if abs(drift) <= request.stability_threshold:
+            break
+        on_progress(
+            0.5, f"the device ran {drift:+.1%} against the start of the build: timing everything again"
+        )
+    on_progress(1.0, "measured" if abs(drift) <= request.stability_threshold else "measured, unstable")
     fixed_stats = stats.pop(FIXED)
     entries = []
     for spec in specs:
@@ -183,7 +203,32 @@ def build_lut(request: Build, settings: Settings, on_progress: Progress) -> LutM
         activation_method="measured" if device.type == "cuda" else "computed",
         clock=Clock(device).kind,
         build_seconds=time.monotonic() - started,
+        drift=drift,
+        stable=abs(drift) <= request.stability_threshold,
     )
+
+
+def reference_measurands(shape: ModelShape, measurands: dict[str, Measurand]) -> dict[str, Measurand]:
+    """The parts re-timed to see whether the device still runs at one speed: the fixed part and the
+    teacher's two operators, which every LUT holds."""
+    return {key: measurands[key] for key in reference_parts_of(shape)}
+
+
+def reference_drift(
+    request: Build, measurands: dict[str, Measurand], stats: dict[str, Stats], device: torch.device
+) -> float:
+    """How much slower (+) or faster (-) the reference parts run now than in `stats`."""
+    again = measure(
+        reference_measurands(request.shape, measurands),
+        device=device,
+        min_runs=request.min_runs,
+        target_ci=request.target_ci,
+        time_cap_s=RECHECK_SHARE * request.time_cap_s,
+        warmup_runs=request.warmup_runs,
+        seed=1,
+    )
+    then = sum(stats[key].p10_ms for key in again)
+    return sum(s.p10_ms for s in again.values()) / then - 1 if then > 0 else 0.0
 
 
 def random_architectures(lut: Lut, count: int, seed: int) -> list[Architecture]:
@@ -219,12 +264,15 @@ class ValidationMeasurement:
     drift: float
 
 
-def reference_parts(lut: Lut) -> dict[str, OperatorSpec | None]:
-    """What validation re-times beside the models to see whether the device still runs at the LUT's
-    speed: the fixed part (None) and the teacher's two operators, which every LUT holds."""
-    shape = lut.shape
+def reference_parts_of(shape: ModelShape) -> dict[str, OperatorSpec | None]:
+    """What a build re-times at its end, and a validation beside its models, to see whether the device
+    still runs at the LUT's speed: the fixed part (None) and the teacher's two operators."""
     teachers = [teacher_operator(shape, "attention"), teacher_operator(shape, "mlp")]
     return {FIXED: None} | {spec_hash(t): t for t in teachers}
+
+
+def reference_parts(lut: Lut) -> dict[str, OperatorSpec | None]:
+    return reference_parts_of(lut.shape)
 
 
 def validate_lut(

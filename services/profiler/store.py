@@ -100,6 +100,8 @@ def save_lut(session: Session, *, device_id: int, key: LutKey, measurement: LutM
         "activation_method": measurement.activation_method,
         "clock": measurement.clock,
         "build_seconds": measurement.build_seconds,
+        "drift": measurement.drift,
+        "stable": measurement.stable,
         "measured_at": utcnow(),
     }
     stmt = insert(LutRow).values(**values)
@@ -137,6 +139,8 @@ def _summary_fields(row: LutRow) -> dict[str, Any]:
         "activation_method": row.activation_method,
         "clock": row.clock,
         "build_seconds": row.build_seconds,
+        "drift": row.drift,
+        "stable": row.stable,
         "measured_at": _aware(row.measured_at),
     }
 

@@ -124,6 +124,15 @@ class BuildOptions(Measuring):
         description="Operators to measure; default: the candidate pool of the shape. "
         "The teacher's two operators are always measured.",
     )
+    stability_threshold: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="At its end a build re-times its reference parts (the fixed part and the teacher's "
+        "operators); if they moved by more than this fraction it times everything again, and if they "
+        "moved again the LUT is marked unstable.",
+    )
 
 
 class Build(BuildOptions, LutKey):
@@ -186,6 +195,11 @@ class LutSummary(_Schema):
         "wall time (CPU, several threads); cuda_events: GPU time between CUDA events."
     )
     build_seconds: float
+    drift: float | None = Field(
+        description="How much slower (+) or faster (-) the reference parts ran at the end of the build than "
+        "during it (None: built before builds checked this)."
+    )
+    stable: bool | None = Field(description="false: the device's speed moved during the build, twice.")
     measured_at: datetime
 
     def key(self) -> LutKey:

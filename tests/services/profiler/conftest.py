@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.schemas.lut import BuildRequest, ValidationRequest
+from shared.schemas.lut import Build, ValidationRequest
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp
 
 OPERATORS = [
@@ -15,9 +15,9 @@ QUICK = {"time_cap_s": 0.3, "min_runs": 8, "warmup_runs": 1}
 
 
 @pytest.fixture
-def build_request() -> BuildRequest:
+def build_request() -> Build:
     """tiny, prefill of 16 tokens, four operators (plus the teacher's two, always measured)."""
-    return BuildRequest(shape="tiny", length=16, operators=OPERATORS, **QUICK)
+    return Build(shape="tiny", length=16, operators=OPERATORS, **QUICK)
 
 
 @pytest.fixture
@@ -52,4 +52,6 @@ def hand_measurement(key, specs, latency_ms: float = 1.0):
         activation_method="computed",
         clock="thread_time",
         build_seconds=0.1,
+        drift=0.0,
+        stable=True,
     )

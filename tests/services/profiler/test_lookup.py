@@ -64,6 +64,8 @@ def lut() -> Lut:
         activation_method="computed",
         clock="thread_time",
         build_seconds=1.0,
+        drift=0.0,
+        stable=True,
         measured_at=datetime.now(UTC),
         fixed=Measured(latency=stats(1.25), costs=fixed),
         entries=[entry(s) for s in SPECS],

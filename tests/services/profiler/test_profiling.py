@@ -1,6 +1,10 @@
+import time
+
 import pytest
 import torch
 
+from services.profiler import profiling
+from services.profiler.measuring import Measurand
 from services.profiler.profiling import (
     Bench,
     build_lut,
@@ -14,7 +18,7 @@ from services.profiler.profiling import (
 from shared.candidates import all_candidates
 from shared.model import Decoder
 from shared.operators import build_operator, weight_bytes
-from shared.schemas.lut import BuildRequest, LutKey
+from shared.schemas.lut import Build, LutKey
 from shared.schemas.operators import AttentionOp, IdentityOp, MLPOp, fits, spec_hash
 from shared.settings import Settings
 
@@ -44,11 +48,11 @@ def test_an_operator_is_timed_as_the_model_runs_it(regime):
 
 
 def test_the_teachers_are_always_measured_and_the_default_is_the_pool():
-    request = BuildRequest(shape="tiny", length=8, operators=[MLPOp(intermediate_size=16)])
+    request = Build(shape="tiny", length=8, operators=[MLPOp(intermediate_size=16)])
     specs = measured_operators(request)
     assert specs[:2] == [AttentionOp(num_heads=4, num_kv_heads=2, head_dim=16), MLPOp(intermediate_size=176)]
     assert specs[2:] == [MLPOp(intermediate_size=16)]
-    default = measured_operators(BuildRequest(shape="tiny", length=8))
+    default = measured_operators(Build(shape="tiny", length=8))
     assert len(default) == len(set(default)) and set(default) == set(all_candidates(request.shape))
 
 
@@ -101,3 +105,41 @@ def test_validation_times_whole_models_against_the_prediction(build_request, val
     assert -1 < validated.drift < 100  # the reference parts were timed beside the models
     median, worst = error_summary(validated.results)
     assert 0 <= median <= worst
+
+
+def spinning(measurand: Measurand, factor: float) -> Measurand:
+    """The same call on a device `factor` times slower: it burns CPU for (factor - 1) x its own time."""
+
+    def run():
+        started = time.thread_time()
+        out = measurand.run()
+        spent = time.thread_time() - started
+        while time.thread_time() - started < factor * spent:
+            pass
+        return out
+
+    return Measurand(run=run, reset=measurand.reset)
+
+
+def test_a_build_whose_device_slowed_down_times_again_then_reports_itself_unstable(
+    build_request, sqlite_settings, monkeypatch
+):
+    calls = []
+    original = profiling.reference_measurands
+
+    def slower_at_the_end(shape, measurands):
+        calls.append(1)
+        return {key: spinning(m, 2.0) for key, m in original(shape, measurands).items()}
+
+    monkeypatch.setattr(profiling, "reference_measurands", slower_at_the_end)
+    messages = []
+    measurement = build_lut(build_request, sqlite_settings, lambda _f, message: messages.append(message))
+    assert len(calls) == 2  # timed everything again once, then gave up
+    assert any("timing everything again" in m for m in messages)
+    assert not measurement.stable and measurement.drift > 0.5
+
+
+def test_a_build_on_a_steady_device_says_how_far_it_moved(build_request, sqlite_settings):
+    request = build_request.model_copy(update={"stability_threshold": 1.0})  # this machine is shared
+    measurement = build_lut(request, sqlite_settings, lambda *_: None)
+    assert measurement.stable and abs(measurement.drift) < 1.0
