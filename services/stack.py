@@ -29,10 +29,13 @@ STACK = (
 )
 
 
-def start(settings: Settings, processes=STACK, timeout_s: float = 60.0) -> list[subprocess.Popen]:
-    """Start every process and return once each service's /readyz answers 200."""
+def start(settings: Settings, processes=STACK, timeout_s: float = 60.0, log=None) -> list[subprocess.Popen]:
+    """Start every process and return once each service's /readyz answers 200. `log`: a file their
+    output goes to (default: this process's)."""
+    env = {**os.environ, **settings.to_env()}
     children = [
-        subprocess.Popen([sys.executable, "-m", p.module, *p.args], env=os.environ.copy()) for p in processes
+        subprocess.Popen([sys.executable, "-m", p.module, *p.args], env=env, stdout=log, stderr=log)
+        for p in processes
     ]
     deadline = time.monotonic() + timeout_s
     try:
