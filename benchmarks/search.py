@@ -14,9 +14,9 @@ import argparse
 import time
 
 from services.search.ilp import search_cbc
+from services.search.levels import search_model
 from services.search.outcome import relative_gap
-from services.search.problem import build_problem
-from services.search.solver import search_problem
+from services.search.request import build_whole_model
 from services.search.synthetic import synthetic_budgets, synthetic_slots
 from shared.settings import Settings
 
@@ -57,14 +57,14 @@ def main() -> None:
     print("-" * len(header))
     for size in args.sizes:
         num_slots, num_candidates = map(int, size.split("x"))
-        problem = build_problem(
+        problem = build_whole_model(
             synthetic_slots(num_slots, num_candidates),
             synthetic_budgets(),
             max_overlap=0.7,
             settings=Settings(),
         )
         for k in args.ks:
-            ours = run(search_problem, problem, k, args.time_limit)
+            ours = run(search_model, problem, k, args.time_limit)
             cbc = run(search_cbc, problem, k, args.cap)
             ratio = cbc["time"] / ours["time"]
             more = "" if cbc["found"] == k else ">="  # the baseline stopped at its cap

@@ -15,21 +15,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.search.ilp import search_cbc
-from services.search.problem import build_problem
+from services.search.levels import search_model
 from services.search.relaxation import Relaxation
-from services.search.solver import prove, relax_and_repair, search_problem
+from services.search.request import build_whole_model
+from services.search.solver import prove, relax_and_repair
 from services.search.synthetic import synthetic_budgets, synthetic_slots
 from shared.schemas.search import Budget, Candidate, Slot
 from shared.settings import Settings
 
 
-def search_by_mips(problem, **kwargs):
+def search_by_mips(model, **kwargs):
     """The fast solver with its repair step failing, so that every solution comes from its MIPs."""
     with mock.patch("services.search.solver.repair", return_value=None):
-        return search_problem(problem, **kwargs)
+        return search_model(model, **kwargs)
 
 
-SOLVERS = {"fast": search_problem, "mips": search_by_mips, "cbc": search_cbc}
+SOLVERS = {"fast": search_model, "mips": search_by_mips, "cbc": search_cbc}
 TOL = 1e-9
 
 
@@ -81,7 +82,7 @@ def architectures(problem):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request=requests())
 def test_solutions_match_brute_force(solver, request):
-    problem = build_problem(
+    problem = build_whole_model(
         request["slots"], request["budgets"], max_overlap=request["max_overlap"], settings=Settings()
     )
     gap = request["gap"]
@@ -114,7 +115,7 @@ def test_solutions_match_brute_force(solver, request):
 @settings(max_examples=15, deadline=None)
 @given(request=requests())
 def test_same_request_same_answer(solver, request):
-    problem = build_problem(
+    problem = build_whole_model(
         request["slots"], request["budgets"], max_overlap=request["max_overlap"], settings=Settings()
     )
     runs = [SOLVERS[solver](problem, k=request["k"], gap=request["gap"], time_limit_s=60) for _ in range(2)]
@@ -124,8 +125,10 @@ def test_same_request_same_answer(solver, request):
 
 def test_fast_solver_matches_cbc_beyond_brute_force_size():
     """A synthetic 24 x 8 instance (8^24 architectures): both exact solvers agree on the optimum."""
-    problem = build_problem(synthetic_slots(24, 8), synthetic_budgets(), max_overlap=0.7, settings=Settings())
-    fast = search_problem(problem, k=3, gap=0.0, time_limit_s=60)
+    problem = build_whole_model(
+        synthetic_slots(24, 8), synthetic_budgets(), max_overlap=0.7, settings=Settings()
+    )
+    fast = search_model(problem, k=3, gap=0.0, time_limit_s=60)
     cbc = search_cbc(problem, k=1, gap=0.0, time_limit_s=60)
     assert fast.status == "complete" and all(f.optimal for f in fast.found)
     assert fast.found[0].objective == pytest.approx(cbc.found[0].objective, rel=1e-9)
@@ -134,9 +137,12 @@ def test_fast_solver_matches_cbc_beyond_brute_force_size():
 
 def test_out_of_time_share_still_returns_an_architecture():
     """With its time share spent and no incumbent, a solution is the first architecture the MIP finds."""
-    problem = build_problem(synthetic_slots(24, 8), synthetic_budgets(), max_overlap=0.5, settings=Settings())
+    model = build_whole_model(
+        synthetic_slots(24, 8), synthetic_budgets(), max_overlap=0.5, settings=Settings()
+    )
+    problem = model.problem()
     relaxation = Relaxation(problem)
-    first = search_problem(problem, k=1, gap=0.0, time_limit_s=60).found[0]
+    first = search_model(model, k=1, gap=0.0, time_limit_s=60).found[0]
     relaxation.add_overlap_row(first.choice)
     step = relax_and_repair(problem, relaxation, first.bound, gap=1e-3, deadline=time.monotonic() + 60)
     step.found = None  # as when the repair fails
