@@ -1,7 +1,9 @@
 """The search contract as Python functions: SearchRequest -> SearchResponse, SweepRequest -> SweepResponse.
 
-The routes call these; so can any Python caller (no HTTP, no state). `cancel`, when set by the caller,
-stops the search early (status `cancelled`, with what was found by then).
+Any Python caller can call `search` and `sweep` (no HTTP, no state). The routes call their two halves:
+`prepare_*` checks the request and builds its whole model (every 4xx), `run_*` solves it (in the
+service's solve pool). `cancel`, when set by the caller, stops the solve early (status `cancelled`,
+with what was found by then).
 """
 
 import threading
@@ -26,8 +28,17 @@ from shared.settings import Settings
 def search(
     request: SearchRequest, settings: Settings, cancel: threading.Event | None = None
 ) -> SearchResponse:
-    check_search(request, settings)
-    model = whole_model(request, request.max_overlap, settings)
+    return run_search(request, prepare_search(request, settings), cancel)
+
+
+def prepare_search(request: SearchRequest, settings: Settings) -> WholeModel:
+    if request.k > settings.search_max_k:
+        raise invalid("body.k", f"at most {settings.search_max_k} (UNAST_SEARCH_MAX_K)")
+    _check_time_limit(request.time_limit_s, settings)
+    return whole_model(request, request.max_overlap, settings)
+
+
+def run_search(request: SearchRequest, model: WholeModel, cancel: threading.Event | None) -> SearchResponse:
     started = time.monotonic()
     outcome = search_model(
         model, k=request.k, gap=request.gap, time_limit_s=request.time_limit_s, cancel=cancel
@@ -54,26 +65,37 @@ def search(
     )
 
 
-def check_search(request: SearchRequest, settings: Settings) -> None:
-    """The request-wide limits, before any work."""
-    if request.k > settings.search_max_k:
-        raise invalid("body.k", f"at most {settings.search_max_k} (UNAST_SEARCH_MAX_K)")
-    _check_time_limit(request.time_limit_s, settings)
+Points = list[tuple[float, float | None]]  # (the swept cost's max, as a fraction of the reference)
 
 
 def sweep(request: SweepRequest, settings: Settings, cancel: threading.Event | None = None) -> SweepResponse:
-    check_sweep(request, settings)
+    return run_sweep(request, *prepare_sweep(request, settings), cancel)
+
+
+def prepare_sweep(request: SweepRequest, settings: Settings) -> tuple[WholeModel, Points]:
+    values = request.values if request.values is not None else request.fractions
+    field = "body.values" if request.values is not None else "body.fractions"
+    if len(values) > settings.search_max_sweep_points:
+        raise invalid(
+            field, f"at most {settings.search_max_sweep_points} values (UNAST_SEARCH_MAX_SWEEP_POINTS)"
+        )
+    _check_time_limit(request.time_limit_s, settings)
+    if request.cost in [b.cost for b in request.budgets]:
+        raise invalid("body.cost", f"cost {request.cost!r} is swept; it cannot also be in budgets")
     model = whole_model(request, 1.0, settings)
     if request.cost not in model.costs and request.cost not in model.derived:
         raise invalid("body.cost", f"not every candidate has cost {request.cost!r}")
-    if request.fractions is not None:
-        points = [
-            (fraction_limit(model, request.slots, request.cost, fraction, f"body.fractions.{f}"), fraction)
-            for f, fraction in enumerate(request.fractions)
-        ]
-    else:
-        points = [(value, None) for value in request.values]
+    if request.fractions is None:
+        return model, [(value, None) for value in request.values]
+    return model, [
+        (fraction_limit(model, request.slots, request.cost, fraction, f"body.fractions.{f}"), fraction)
+        for f, fraction in enumerate(request.fractions)
+    ]
 
+
+def run_sweep(
+    request: SweepRequest, model: WholeModel, points: Points, cancel: threading.Event | None
+) -> SweepResponse:
     started = time.monotonic()
     answered = []
     for limit, fraction in points:
@@ -93,19 +115,6 @@ def sweep(request: SweepRequest, settings: Settings, cancel: threading.Event | N
                 point.status = "infeasible" if outcome.status == "exhausted" else "cancelled"
         answered.append(point)
     return SweepResponse(cost=request.cost, points=answered, solve_time_s=time.monotonic() - started)
-
-
-def check_sweep(request: SweepRequest, settings: Settings) -> None:
-    """The request-wide limits, before any work."""
-    values = request.values if request.values is not None else request.fractions
-    field = "body.values" if request.values is not None else "body.fractions"
-    if len(values) > settings.search_max_sweep_points:
-        raise invalid(
-            field, f"at most {settings.search_max_sweep_points} values (UNAST_SEARCH_MAX_SWEEP_POINTS)"
-        )
-    _check_time_limit(request.time_limit_s, settings)
-    if request.cost in [b.cost for b in request.budgets]:
-        raise invalid("body.cost", f"cost {request.cost!r} is swept; it cannot also be in budgets")
 
 
 def whole_model(request: SearchRequest | SweepRequest, max_overlap: float, settings: Settings) -> WholeModel:
