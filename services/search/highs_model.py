@@ -16,6 +16,7 @@ are scaled back. Every HiGHS status is read for what it says; one that none of o
 
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import highspy
@@ -122,21 +123,30 @@ def solve_core(
             return CoreResult("optimal", choice, problem.objective(choice))
         return CoreResult("infeasible", None, np.inf)
     lp.integrality_ = [highspy.HighsVarType.kInteger] * lp.num_col_
-    h = new_highs(time_limit_s)
-    interrupt_on(h, cancel)
-    h.setOptionValue("mip_abs_gap", gap_abs * cols.objective_scale)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_feasibility_tolerance", FEASIBILITY_TOL)
-    h.setOptionValue("primal_feasibility_tolerance", FEASIBILITY_TOL)
-    if first_only:
-        h.setOptionValue("mip_max_improving_sols", 1)
-    h.passModel(lp)
-    if start is not None and mask[np.arange(problem.num_slots), start].all():
-        warm = highspy.HighsSolution()
-        warm.col_value = (start[cols.slot] == cols.candidate).astype(float)
-        warm.value_valid = True
-        h.setSolution(warm)
-    h.run()
+    if start is not None and not mask[np.arange(problem.num_slots), start].all():
+        start = None
+    until = time.monotonic() + time_limit_s
+    h = run_mip(
+        lp,
+        cols,
+        gap_abs=gap_abs,
+        time_limit_s=time_limit_s,
+        start=start,
+        first_only=first_only,
+        cancel=cancel,
+    )
+    if not consistent(h, lp):
+        # HiGHS 1.16's MIP presolve, given a start, can return the start with another point's objective
+        # and a bound from it, as "optimal": such a run is not trusted, and solved again without both
+        h = run_mip(
+            lp,
+            cols,
+            gap_abs=gap_abs,
+            time_limit_s=until - time.monotonic(),
+            first_only=first_only,
+            cancel=cancel,
+            presolve=False,
+        )
     status, info = read_status(h, MIP_STATUS), h.getInfo()
     if status == "infeasible":
         return CoreResult("infeasible", None, np.inf)
@@ -149,6 +159,47 @@ def solve_core(
     choice[cols.slot[on]] = cols.candidate[on]
     choice[cols.fixed_slot] = cols.fixed_candidate
     return CoreResult(status, choice, bound)
+
+
+def run_mip(
+    lp: highspy.HighsLp,
+    cols: Columns,
+    *,
+    gap_abs: float,
+    time_limit_s: float,
+    first_only: bool,
+    cancel: threading.Event | None,
+    start: np.ndarray | None = None,
+    presolve: bool = True,
+) -> highspy.Highs:
+    h = new_highs(time_limit_s)
+    interrupt_on(h, cancel)
+    h.setOptionValue("mip_abs_gap", gap_abs * cols.objective_scale)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_feasibility_tolerance", FEASIBILITY_TOL)
+    h.setOptionValue("primal_feasibility_tolerance", FEASIBILITY_TOL)
+    if not presolve:
+        h.setOptionValue("presolve", "off")
+    if first_only:
+        h.setOptionValue("mip_max_improving_sols", 1)
+    h.passModel(lp)
+    if start is not None:
+        warm = highspy.HighsSolution()
+        warm.col_value = (start[cols.slot] == cols.candidate).astype(float)
+        warm.value_valid = True
+        h.setSolution(warm)
+    h.run()
+    return h
+
+
+def consistent(h: highspy.Highs, lp: highspy.HighsLp) -> bool:
+    """The objective HiGHS reports is its solution's, and its bound is not above it."""
+    info = h.getInfo()
+    if info.primal_solution_status != highspy.SolutionStatus.kSolutionStatusFeasible:
+        return True
+    value = float(np.dot(lp.col_cost_, h.getSolution().col_value)) + lp.offset_
+    slack = 1e-9 * max(1.0, abs(value))
+    return abs(info.objective_function_value - value) <= slack and info.mip_dual_bound <= value + slack
 
 
 def build(

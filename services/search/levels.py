@@ -1,17 +1,21 @@
 """K architectures under whole-model budgets: the one slot problem, or -- when a budget on a derived cost
-has a peak part -- the exact search over peak levels.
+has a peak part -- an exact search over ranges of peak levels.
 
-At a peak level t the slot problem excludes candidates above t and leaves limit - t to the summed parts
-(whole_model.py). An architecture meeting the budgets lies in the level of its own peak, and every
-architecture of a level meets them, so the levels' problems together hold exactly the architectures
-meeting the budgets. Solution k is then the best over all levels, each carrying the overlap rows of the
-solutions before it, and its proven bound is the least of the levels' bounds. Levels are visited by
-increasing bound, and one whose bound is already within the gap of the best found is not solved. A level
-keeps its relaxation warm across solutions, and its best architecture while that meets the new overlap
-rows (the rows only remove architectures, so none better can appear).
+The slot problem of a range of levels [lo, hi] (whole_model.py: candidates above hi excluded, the summed
+parts within limit - lo) holds every architecture meeting the budgets whose peak lies in the range, and
+perhaps some that do not. Solved as solver.py solves one solution, it gives a proven bound for the range
+and its best architecture. If that architecture meets the budgets, it is the range's best. If not, its
+peak m lies above lo, and splitting the range into [lo, below m] and [m, hi] drops it from both (one
+excludes its candidate at m, the other leaves it only limit - m) while every architecture meeting the
+budgets stays in one of them; each part keeps the bound. Ranges of one level are exact, so the splitting
+ends. Solution k is the best over the ranges, each carrying the overlap rows of the solutions before
+it, and its proven bound is the least of the ranges' bounds. The range of least bound is solved first,
+and one whose bound is within the gap of the best found is not solved. A range keeps its relaxation warm
+across solutions, and its best architecture while that meets the new overlap rows (the rows only remove
+architectures, so none better can appear).
 """
 
-import math
+import bisect
 import threading
 import time
 from dataclasses import dataclass
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.search.outcome import Found, Outcome, within_gap
-from services.search.problem import Problem
+from services.search.problem import BUDGET_RTOL, Problem
 from services.search.relaxation import Relaxation
 from services.search.solver import prove, relax_and_repair, search_problem, stopped, time_share
 from services.search.whole_model import WholeModel
@@ -37,93 +41,123 @@ def search_model(
 
 
 @dataclass
-class Level:
+class Range:
+    spans: dict[str, tuple[int, int]]  # per level cost, the indices of its first and last level
     problem: Problem
-    bound: float  # proven lower bound on its architectures that meet the overlap rows so far
+    bound: float  # proven lower bound on its architectures that meet the budgets and overlap rows so far
     relaxation: Relaxation | None = None  # built at its first solve, then kept warm
-    found: Found | None = None  # its best architecture known, while that meets every overlap row
-    empty: bool = False  # proven to hold no architecture meeting the overlap rows
+    found: Found | None = None  # its best architecture meeting the budgets, while that meets every row
 
 
 def search_levels(
     model: WholeModel, *, k: int, gap: float, time_limit_s: float, cancel: threading.Event | None = None
 ) -> Outcome:
     deadline = time.monotonic() + time_limit_s
-    levels = []
-    for peaks in model.levels():
-        problem = model.problem(peaks)
-        if problem is not None:
-            # scores are >= 0 and each slot takes one candidate: the least score per slot is a bound
-            least = math.fsum(np.where(problem.allowed, problem.scores, np.inf).min(axis=1))
-            levels.append(Level(problem, least))
+    levels = model.levels()
+    if not all(levels.values()):  # the caps leave no architecture
+        return Outcome("exhausted")
+    ranges = _ranges(model, levels, {peak: (0, len(values) - 1) for peak, values in levels.items()}, 0.0)
     outcome = Outcome("complete")
     predecessors: list[np.ndarray] = []
-    quick: list[float] = []  # seconds of steps 1-2 per solution, all levels together
+    quick: list[float] = []  # seconds of steps 1-2 per solution, all ranges together
     while len(outcome.found) < k and outcome.status == "complete":
-        # the MIPs of this solution, over all levels, share one time share
+        # the MIPs of this solution, over all ranges, share one time share
         until = time_share(quick or [0.0], k - len(outcome.found) - 1, deadline)
         quick.append(0.0)
         best = None
-        for level in sorted((x for x in levels if not x.empty), key=lambda x: x.bound):
-            if best is not None and within_gap(best.objective, level.bound, gap):
-                continue  # nothing in this level is better by more than the gap
+        while True:
+            best = min((r.found for r in ranges if r.found), key=lambda f: f.objective, default=None)
+            # a range whose bound is within the gap of the best holds nothing better by more than the gap
+            todo = [
+                r for r in ranges if not r.found and not (best and within_gap(best.objective, r.bound, gap))
+            ]
+            if not todo:
+                break
             if time.monotonic() >= deadline or stopped(cancel) == "cancelled":
                 outcome.status = stopped(cancel)
                 break
-            if level.found is None:
-                quick[-1] += solve(
-                    level, predecessors, gap=gap, until=until, deadline=deadline, cancel=cancel
-                )
-            if level.found is not None and (best is None or level.found.objective < best.objective):
-                best = level.found
+            span = min(todo, key=lambda r: r.bound)
+            status, found, seconds = solve(
+                span, predecessors, gap=gap, until=until, deadline=deadline, cancel=cancel
+            )
+            quick[-1] += seconds
+            if status == "empty":
+                ranges.remove(span)
+            elif status == "stopped":
+                outcome.status = stopped(cancel)
+                break
+            elif model.within_budgets(found.choice):
+                span.found = found
+            else:
+                ranges.remove(span)
+                ranges += _split(model, levels, span, found)
         if best is None:
-            if all(level.empty for level in levels):
+            if not ranges:
                 outcome.status = "exhausted"
             elif outcome.status == "complete":
                 outcome.status = stopped(cancel)
             break
-        bound = min(min(level.bound for level in levels if not level.empty), best.objective)
+        bound = min(min(r.bound for r in ranges), best.objective)
         outcome.found.append(
             Found(best.choice, best.objective, bound, within_gap(best.objective, bound, gap))
         )
         predecessors.append(best.choice)
-        for level in levels:
-            if level.found is not None and not level.problem.overlaps_hold(level.found.choice, [best.choice]):
-                level.found = None
+        for r in ranges:
+            if r.found and not r.problem.overlaps_hold(r.found.choice, [best.choice]):
+                r.found = None
     return outcome
 
 
 def solve(
-    level: Level,
+    span: Range,
     predecessors: list[np.ndarray],
     *,
     gap: float,
     until: float,
     deadline: float,
     cancel: threading.Event | None,
-) -> float:
-    """The level's best architecture meeting every overlap row, as solver.py finds one; the seconds its
-    steps 1-2 took."""
+) -> tuple[str, Found | None, float]:
+    """(status, the best architecture of the range's slot problem, seconds of steps 1-2), as solver.py
+    finds one; status 'found', 'empty' (none meets its rows) or 'stopped' (time or cancel)."""
     started = time.monotonic()
-    if level.relaxation is None:
-        level.relaxation = Relaxation(level.problem)
-    for choice in predecessors[len(level.relaxation.predecessors) :]:
-        level.relaxation.add_overlap_row(choice)
-    step = relax_and_repair(level.problem, level.relaxation, level.bound, gap=gap, deadline=deadline)
+    if span.relaxation is None:
+        span.relaxation = Relaxation(span.problem)
+    for choice in predecessors[len(span.relaxation.predecessors) :]:
+        span.relaxation.add_overlap_row(choice)
+    step = relax_and_repair(span.problem, span.relaxation, span.bound, gap=gap, deadline=deadline)
     seconds = time.monotonic() - started
     if step.status != "optimal":
-        level.empty = step.status == "infeasible"
-        return seconds
-    level.bound = max(level.bound, step.bound)
+        return ("empty" if step.status == "infeasible" else "stopped"), None, seconds
+    span.bound = max(span.bound, step.bound)
     found = step.found
     if found is None or not found.optimal:
-        predecessors = level.relaxation.predecessors
-        found = prove(
-            level.problem, predecessors, step, gap=gap, until=until, deadline=deadline, cancel=cancel
-        )
+        rows = span.relaxation.predecessors
+        found = prove(span.problem, rows, step, gap=gap, until=until, deadline=deadline, cancel=cancel)
     if found is None:
-        level.empty = step.exhausted
-        return seconds
-    level.found = found
-    level.bound = max(level.bound, found.bound)
-    return seconds
+        return ("empty" if step.exhausted else "stopped"), None, seconds
+    span.bound = max(span.bound, found.bound)
+    return "found", found, seconds
+
+
+def _ranges(
+    model: WholeModel, levels: dict[str, list[float]], spans: dict[str, tuple[int, int]], bound: float
+) -> list[Range]:
+    """The range as a list: empty when no architecture can meet its slot problem's rows."""
+    problem = model.problem({peak: (levels[peak][a], levels[peak][b]) for peak, (a, b) in spans.items()})
+    return [] if problem is None else [Range(spans, problem, bound)]
+
+
+def _split(model: WholeModel, levels: dict[str, list[float]], span: Range, over: Found) -> list[Range]:
+    """The range in two at the peak of an architecture over a derived budget, which neither part holds."""
+    for name, limit in model.budgets.items():
+        peak = model.parts(name)[1] if name in model.derived else None
+        if peak is None or model.value(name, over.choice) <= limit * (1 + BUDGET_RTOL):
+            continue
+        at = bisect.bisect_left(levels[peak], model.value(peak, over.choice))
+        lo, hi = span.spans[peak]
+        assert lo < at <= hi, "an architecture over budget must peak inside its range, above its floor"
+        return [
+            *_ranges(model, levels, span.spans | {peak: (lo, at - 1)}, span.bound),
+            *_ranges(model, levels, span.spans | {peak: (at, hi)}, span.bound),
+        ]
+    raise RuntimeError("an architecture over budget that no derived budget explains")  # never silent

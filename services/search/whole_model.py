@@ -8,11 +8,12 @@ An architecture's whole-model value of a cost:
 The solver takes linear rows over the slots (problem.py). A budget on a summed cost, or on a derived cost
 without a peak part, is one row: the limit less the fixed part. A budget on a peak cost is a cap:
 candidates above it are excluded. A budget on a derived cost with a peak part is not linear, but it is
-once the peak level t is fixed (candidates above t excluded, the summed parts within limit - t), and the
-problems over all levels t together hold exactly the architectures meeting it (levels.py searches them).
+once the peak's level t is fixed: candidates above t excluded, the summed parts within limit - t. Over a
+range of levels [lo, hi] (candidates above hi excluded, the summed parts within limit - lo) the slot
+problem holds every architecture of those levels and maybe some over budget: levels.py searches ranges
+and splits them where an architecture found is over budget.
 """
 
-import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -65,7 +66,7 @@ class WholeModel:
     def with_budget(self, name: str, limit: float) -> "WholeModel":
         return replace(self, budgets={**self.budgets, name: limit})
 
-    def _parts(self, name: str) -> tuple[list[str], str | None]:
+    def parts(self, name: str) -> tuple[list[str], str | None]:
         """(its summed parts, its peak part or None) of a budgeted summed or derived cost."""
         parts = self.derived.get(name, (name,))
         peak = [p for p in parts if p in self.peaks]
@@ -76,21 +77,25 @@ class WholeModel:
         found = []
         for name in self.budgets:
             if name in self.derived:
-                peak = self._parts(name)[1]
+                peak = self.parts(name)[1]
                 if peak is not None and peak not in found:
                     found.append(peak)
         return found
 
-    def levels(self) -> list[dict[str, float]]:
-        """Every combination of peak levels an architecture under the caps can have ([{}] without any)."""
+    def levels(self) -> dict[str, list[float]]:
+        """Per level cost, the peak levels an architecture under the caps can have, in increasing order:
+        the fixed part's and the candidates' peaks, from the least any architecture reaches."""
         allowed = self._capped()
-        if allowed is None:
-            return []
-        values = []
+        levels = {}
         for peak in self.level_costs():
-            reached = np.maximum(self.costs[peak][allowed], self.fixed.get(peak, 0.0))
-            values.append(np.unique(reached).tolist())
-        return [dict(zip(self.level_costs(), combo, strict=True)) for combo in itertools.product(*values)]
+            if allowed is None:
+                levels[peak] = []
+                continue
+            fixed = self.fixed.get(peak, 0.0)
+            least = max(fixed, float(np.where(allowed, self.costs[peak], np.inf).min(axis=1).max()))
+            reached = np.unique(np.maximum(self.costs[peak][allowed], fixed))
+            levels[peak] = reached[reached >= least].tolist()
+        return levels
 
     def _capped(self) -> np.ndarray | None:
         """The allowed candidates under the budgets on peak costs; None when the fixed part is over one."""
@@ -102,24 +107,24 @@ class WholeModel:
                 allowed &= self.costs[name] <= limit * (1 + BUDGET_RTOL)
         return allowed
 
-    def problem(self, level: dict[str, float] | None = None) -> Problem | None:
-        """The slot problem at one combination of peak levels (none needed when no budgeted derived cost
-        has a peak part); None when no architecture can meet its rows and caps."""
-        level = level or {}
+    def problem(self, levels: dict[str, tuple[float, float]] | None = None) -> Problem | None:
+        """The slot problem over ranges (lo, hi) of levels of the level costs (none needed when no budgeted
+        derived cost has a peak part); None when no architecture can meet its rows and caps."""
+        levels = levels or {}
         allowed = self._capped()
         if allowed is None:
             return None
-        for peak, t in level.items():
-            allowed &= self.costs[peak] <= t
+        for peak, (_, hi) in levels.items():
+            allowed &= self.costs[peak] <= hi
         rows, limits = {}, {}
         for name, limit in self.budgets.items():
             if name in self.peaks:
                 continue
-            summed, peak = self._parts(name)
+            summed, peak = self.parts(name)
             row = np.sum([self.costs[p] for p in summed], axis=0) if summed else np.zeros(allowed.shape)
             rest = limit - math.fsum(self.fixed.get(p, 0.0) for p in summed)
             if peak is not None:
-                rest -= level[peak]
+                rest -= levels[peak][0]
             if -BUDGET_RTOL * limit <= rest < 0:  # rounding of limit - fixed, not an excess
                 rest = 0.0
             # costs are >= 0: a candidate over the row's limit on its own is in no architecture meeting it
@@ -140,7 +145,7 @@ class WholeModel:
 
     def minimum(self, name: str) -> float:
         """The smallest whole-model value of a cost any architecture reaches (that cost on its own)."""
-        summed, peak = self._parts(name)
+        summed, peak = self.parts(name)
         row = np.sum([self.costs[p] for p in summed], axis=0) if summed else np.zeros(self.allowed.shape)
         fixed = math.fsum(self.fixed.get(p, 0.0) for p in summed)
         if peak is None:
