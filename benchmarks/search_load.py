@@ -9,11 +9,14 @@ the teacher), K=5, max_overlap 0.7, gap 1e-3. Side by side, in one run:
 - 8 clients at once, default settings (UNAST_SEARCH_CONCURRENCY = the core count, UNAST_SEARCH_QUEUE 8:
   every request is admitted, those beyond the concurrency wait for a solve slot);
 - 8 clients at once with UNAST_SEARCH_CONCURRENCY=8: every request solved at once, as before the pool;
-- a burst of 8 at once against UNAST_SEARCH_QUEUE=0: how many are refused (429 with Retry-After).
+- a burst of 8 at once against UNAST_SEARCH_QUEUE=0: how many are refused (429 with Retry-After);
+- a client that disconnects from a long request (K=1000, time_limit_s 60, UNAST_SEARCH_CONCURRENCY=1,
+  UNAST_SEARCH_QUEUE=0): how soon after the disconnect the solve slot takes a new request.
 Per run: requests/s over its wall time, p50 and p99 latency, and the ratios to the client alone.
 """
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -110,6 +113,24 @@ def load(url: str, body: dict, clients: int, per_client: int) -> dict:
     }
 
 
+def freed_after_disconnect(body: dict) -> float:
+    """Seconds from a client's disconnect, in the middle of a long solve, to its slot taking a request."""
+    long = json.dumps(body | {"k": 1000, "time_limit_s": 60}).encode()
+    small = body | {"k": 1}
+    with Server(search_concurrency="1", search_queue="0") as server:
+        client = socket.create_connection(("127.0.0.1", server.port))
+        head = "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        client.sendall(f"{head}Content-Length: {len(long)}\r\n\r\n".encode() + long)
+        time.sleep(1.0)  # parsed and solving by now
+        if httpx.post(f"{server.url}/v1/search", json=small, timeout=300).status_code != 429:
+            raise RuntimeError("the long solve does not hold the solve slot")
+        client.close()
+        left = time.perf_counter()
+        while httpx.post(f"{server.url}/v1/search", json=small, timeout=300).status_code == 429:
+            time.sleep(0.05)
+        return time.perf_counter() - left
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,6 +181,7 @@ def main() -> None:
         )
     burst = rows[-1][2]
     print(f"burst: {burst['refused']} of {CLIENTS} refused with 429, Retry-After {burst['retry_after']}")
+    print(f"disconnect: the solve slot took a new request {freed_after_disconnect(body):.2f} s after it")
 
 
 if __name__ == "__main__":
