@@ -153,13 +153,29 @@ class WholeModel:
         floor = self.fixed.get(peak, 0.0)
         if not summed:
             return max(floor, float(np.where(self.allowed, self.costs[peak], np.inf).min(axis=1).max()))
-        # the peak part at each level it can take, the summed parts at their least under that level
-        best = np.inf
-        for t in np.unique(np.maximum(self.costs[peak][self.allowed], floor)):
-            least = np.where(self.allowed & (self.costs[peak] <= t), row, np.inf).min(axis=1)
-            if np.isfinite(least).all():
-                best = min(best, math.fsum([*least, fixed, float(t)]))
-        return best
+        # the least over the peak's levels t of t + the summed parts at their least under t: found in one
+        # sweep over the levels, then summed exactly at the best one
+        t = _best_level(self.allowed, row, np.maximum(self.costs[peak], floor))
+        least = np.where(self.allowed & (self.costs[peak] <= t), row, np.inf).min(axis=1)
+        return math.fsum([*least, fixed, t])
+
+
+def _best_level(allowed: np.ndarray, row: np.ndarray, level: np.ndarray) -> float:
+    """The level t minimising t + sum over slots of the least row value among allowed candidates at or
+    below t, in O(candidates log candidates): candidates enter in increasing level, each lowering its
+    slot's least value, and the running sum is read at each level once every slot has one."""
+    slot, candidate = np.nonzero(allowed)
+    level, value = level[slot, candidate], row[slot, candidate]
+    order = np.lexsort((value, level, slot))  # by slot, then level
+    slot, level, value = slot[order], level[order], value[order]
+    first = np.r_[True, slot[1:] != slot[:-1]]  # each slot's first candidate to enter
+    least = np.concatenate([np.minimum.accumulate(v) for v in np.split(value, np.flatnonzero(first)[1:])])
+    change = np.where(first, least, least - np.r_[0.0, least[:-1]])  # the slot sum's change at entry
+    order = np.argsort(level, kind="stable")
+    level, total, covered = level[order], np.cumsum(change[order]), np.cumsum(first[order])
+    last = np.r_[level[1:] != level[:-1], True]  # read each level after all its candidates entered
+    whole = np.where(last & (covered == allowed.shape[0]), total + level, np.inf)
+    return float(level[int(np.argmin(whole))])
 
 
 def infeasible(model: WholeModel) -> ApiError:
