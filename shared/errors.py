@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 _CODES = {
@@ -20,6 +21,18 @@ _CODES = {
     429: "too_many_requests",
     503: "not_ready",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response, for `responses=` in OpenAPI."""
+
+    error: ErrorDetail
 
 
 class ApiError(Exception):

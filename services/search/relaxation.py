@@ -11,7 +11,7 @@ import math
 import highspy
 import numpy as np
 
-from services.search.highs_model import budget_scale, build, new_highs
+from services.search.highs_model import LP_STATUS, budget_scale, build, new_highs, read_status
 from services.search.problem import Problem
 
 
@@ -43,17 +43,16 @@ class Relaxation:
         # HiGHS measures time_limit against the run time summed over all runs of this (warm) model
         self.highs.setOptionValue("time_limit", self.highs.getRunTime() + max(time_limit_s, 1e-3))
         self.highs.run()
-        status = self.highs.getModelStatus()
-        if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
-            return "infeasible", None, None
-        if status != highspy.HighsModelStatus.kOptimal:
-            return "time_limit", None, None
+        status = read_status(self.highs, LP_STATUS)
+        if status != "optimal":
+            return status, None, None
         solution = self.highs.getSolution()
         x = np.zeros(self.problem.allowed.shape)
         x[self.columns.slot, self.columns.candidate] = solution.col_value
         x[self.columns.fixed_slot, self.columns.fixed_candidate] = 1.0
-        # rows are (slots, budgets, overlaps); a <= row's dual is <= 0 when minimising
-        multipliers = np.maximum(0.0, -np.asarray(solution.row_dual)[self.columns.num_free :])
+        # rows are (slots, budgets, overlaps); a <= row's dual is <= 0 when minimising, in HiGHS's units
+        duals = np.asarray(solution.row_dual)[self.columns.num_free :] / self.columns.objective_scale
+        multipliers = np.maximum(0.0, -duals)
         return "optimal", x, multipliers
 
 
