@@ -15,7 +15,7 @@ from services.search.levels import search_model
 from services.search.main import create_app
 from services.search.request import build_whole_model
 from services.search.synthetic import synthetic_budgets, synthetic_slots
-from shared.schemas.search import SearchResponse
+from shared.schemas.search import SearchRequest, SearchResponse
 from shared.settings import Settings
 
 
@@ -248,3 +248,33 @@ def test_the_error_responses_are_documented_with_the_error_shape(client):
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}
         assert "Retry-After" in responses["429"]["headers"]
     assert set(spec["components"]["schemas"]["ErrorBody"]["properties"]) == {"error"}
+
+
+def test_costs_too_small_for_highs_to_see_cannot_push_an_answer_over_budget():
+    """HiGHS drops matrix entries below 1e-9 of a row; 1200 such costs add up past the budget's 1e-9
+    slack. The architecture a MIP returns over budget is mended, not a 500."""
+    tiny = {"latency_ms": 9e-13}
+    slots = [
+        {
+            "id": "s0",
+            "candidates": [
+                {"id": "big", "score": 0.0, "costs": {"latency_ms": 1.0}},
+                {"id": "zero", "score": 10.0, "costs": {"latency_ms": 0.0}},
+            ],
+        }
+    ] + [
+        {
+            "id": f"s{i}",
+            "candidates": [
+                {"id": "tiny", "score": 0.0, "costs": tiny},
+                {"id": "zero", "score": 0.001, "costs": {"latency_ms": 0.0}},
+            ],
+        }
+        for i in range(1, 1200)
+    ]
+    request = SearchRequest(slots=slots, budgets=[{"cost": "latency_ms", "max": 1.0}], gap=0.0)
+    out = service.search(request, Settings())
+    assert out.status == "complete"
+    (solution,) = out.solutions
+    assert solution.costs["latency_ms"] <= 1.0 * (1 + 1e-9)
+    assert solution.bound <= solution.objective
