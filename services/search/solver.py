@@ -100,7 +100,9 @@ def relax_and_repair(
     status, x, multipliers = relaxation.solve(deadline - time.monotonic())
     if status != "optimal":
         return Step(status)
-    dual, reduced = lagrangian(problem, relaxation.predecessors, multipliers)
+    dual, reduced = lagrangian(
+        problem, relaxation.predecessors, multipliers, relaxation.columns.objective_scale
+    )
     bound = max(dual, floor)
     near = problem.allowed & ((reduced <= gap * abs(bound)) | (x > 1e-9))
     choice = _checked(problem, repair(problem, relaxation.predecessors, x, near, deadline=deadline))

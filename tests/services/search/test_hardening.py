@@ -278,3 +278,20 @@ def test_costs_too_small_for_highs_to_see_cannot_push_an_answer_over_budget():
     (solution,) = out.solutions
     assert solution.costs["latency_ms"] <= 1.0 * (1 + 1e-9)
     assert solution.bound <= solution.objective
+
+
+@pytest.mark.parametrize("score", [5e-324, 1e-310])
+def test_subnormal_scores_are_solved(client, score):
+    slots = [block(i, scores=(0.0, score, score / 2)) for i in range(4)]
+    out = client.post("/v1/search", json=body(slots, k=2)).json()
+    assert out["status"] == "complete"
+    assert all(s["costs"]["latency_ms"] <= 4.0 and s["bound"] <= s["objective"] for s in out["solutions"])
+
+
+def test_large_costs_and_scores_together_keep_the_bound_finite(client):
+    # duals about the scores' size times costs near the float limit: no overflow in the bound
+    slots = [block(i, teacher=8e307, identity=2e307, mid=4e307, scores=(0.0, 4e5, 1e5)) for i in range(2)]
+    out = client.post("/v1/search", json=body(slots, k=2)).json()
+    assert out["status"] == "complete"
+    for s in out["solutions"]:
+        assert s["optimal"] and 0 <= s["bound"] <= s["objective"] < float("inf")
