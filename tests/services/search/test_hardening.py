@@ -8,6 +8,8 @@ import anyio
 import highspy
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.search import service
 from services.search.highs_model import LP_STATUS, MIP_STATUS, SolverError, read_status
@@ -295,3 +297,51 @@ def test_large_costs_and_scores_together_keep_the_bound_finite(client):
     assert out["status"] == "complete"
     for s in out["solutions"]:
         assert s["optimal"] and 0 <= s["bound"] <= s["objective"] < float("inf")
+
+
+EXTREME = st.sampled_from([0.0, 5e-324, 1e-300, 1e-12, 0.5, 1.0, 3.0, 1e10, 1e300, 1e307, 8e307, 1.7e308])
+
+
+@st.composite
+def extreme_requests(draw):
+    """Scores, costs, fixed parts and budgets from zero and subnormals to the float limit."""
+    slots = [
+        {
+            "id": f"s{i}",
+            "candidates": [
+                {
+                    "id": f"c{j}",
+                    "score": draw(EXTREME),
+                    "reference": j == 0,
+                    "costs": {n: draw(EXTREME) for n in "abp"},
+                }
+                for j in range(draw(st.integers(1, 3)))
+            ],
+        }
+        for i in range(draw(st.integers(1, 4)))
+    ]
+    budgets = []
+    for name in draw(st.lists(st.sampled_from(["a", "b", "p", "m"]), unique=True)):
+        if draw(st.booleans()):
+            budgets.append({"cost": name, "max": draw(EXTREME)})
+        else:
+            budgets.append({"cost": name, "fraction": draw(st.sampled_from([1e-300, 0.5, 1.0, 2.0, 1e300]))})
+    return {
+        "slots": slots,
+        "fixed": {name: draw(EXTREME) for name in "abp" if draw(st.booleans())},
+        "peak_costs": ["p"] if draw(st.booleans()) else [],
+        "derived_costs": {"m": draw(st.lists(st.sampled_from("abp"), min_size=1, unique=True))},
+        "budgets": budgets,
+        "k": draw(st.integers(1, 3)),
+        "gap": draw(st.sampled_from([0.0, 1e-3])),
+    }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=extreme_requests())
+def test_no_input_reaches_a_500_or_a_false_time_limit(request):
+    with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
+        r = client.post("/v1/search", json=request)
+    assert r.status_code in (200, 422), r.text[:500]
+    if r.status_code == 200:  # small instances: every answer is complete or exhausted, never a time limit
+        assert r.json()["status"] in ("complete", "exhausted"), r.text[:500]
