@@ -49,7 +49,8 @@ def objective_scale(problem: Problem) -> float:
     largest = float(np.max(problem.scores, where=problem.allowed, initial=0.0))
     if largest == 0 or 1 / SCALED_SCORES <= largest <= SCALED_SCORES:
         return 1.0
-    return 2.0 ** -math.floor(math.log2(largest))
+    # within the float range for any score, subnormal ones included
+    return 2.0 ** min(1000, -math.floor(math.log2(largest)))
 
 
 LP_STATUS = {

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.search.outcome import Found, Outcome, within_gap
-from services.search.problem import BUDGET_RTOL, Problem
+from services.search.problem import Problem
 from services.search.relaxation import Relaxation
 from services.search.solver import prove, relax_and_repair, search_problem, stopped, time_share
 from services.search.whole_model import WholeModel
@@ -86,11 +86,11 @@ def search_levels(
             elif status == "stopped":
                 outcome.status = stopped(cancel)
                 break
-            elif model.within_budgets(found.choice):
+            elif (parts := _split(model, levels, span, found)) is None:
                 span.found = found
             else:
                 ranges.remove(span)
-                ranges += _split(model, levels, span, found)
+                ranges += parts
         if best is None:
             if not ranges:
                 outcome.status = "exhausted"
@@ -147,17 +147,21 @@ def _ranges(
     return [] if problem is None else [Range(spans, problem, bound)]
 
 
-def _split(model: WholeModel, levels: dict[str, list[float]], span: Range, over: Found) -> list[Range]:
-    """The range in two at the peak of an architecture over a derived budget, which neither part holds."""
-    for name, limit in model.budgets.items():
+def _split(
+    model: WholeModel, levels: dict[str, list[float]], span: Range, found: Found
+) -> list[Range] | None:
+    """The range in two at the peak of its architecture if that breaks a derived budget with a peak part
+    (the only budgets a range relaxes), so that neither part holds it; None if it breaks none."""
+    for name in model.broken(found.choice):
         peak = model.parts(name)[1] if name in model.derived else None
-        if peak is None or model.value(name, over.choice) <= limit * (1 + BUDGET_RTOL):
+        if peak is None:
             continue
-        at = bisect.bisect_left(levels[peak], model.value(peak, over.choice))
+        at = bisect.bisect_left(levels[peak], model.value(peak, found.choice))
         lo, hi = span.spans[peak]
-        assert lo < at <= hi, "an architecture over budget must peak inside its range, above its floor"
-        return [
-            *_ranges(model, levels, span.spans | {peak: (lo, at - 1)}, span.bound),
-            *_ranges(model, levels, span.spans | {peak: (at, hi)}, span.bound),
-        ]
-    raise RuntimeError("an architecture over budget that no derived budget explains")  # never silent
+        # at <= lo: over only by float rounding, at a level where the slot rows are the budget itself
+        if lo < at <= hi:
+            return [
+                *_ranges(model, levels, span.spans | {peak: (lo, at - 1)}, span.bound),
+                *_ranges(model, levels, span.spans | {peak: (at, hi)}, span.bound),
+            ]
+    return None

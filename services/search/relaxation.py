@@ -31,7 +31,8 @@ class Relaxation:
         self.predecessors.append(choice)
 
     def solve(self, time_limit_s: float) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-        """('optimal', x per candidate, row multipliers >= 0) | ('infeasible'|'time_limit', None, None)."""
+        """('optimal', x per candidate, row multipliers >= 0) | ('infeasible'|'time_limit', None, None).
+        The multipliers are in HiGHS's units: scores x columns.objective_scale."""
         if len(self.columns.slot) == 0:  # every slot fixed (pins): nothing for the LP to do
             choice = self.problem.allowed.argmax(axis=1)
             if not (
@@ -50,28 +51,30 @@ class Relaxation:
         x = np.zeros(self.problem.allowed.shape)
         x[self.columns.slot, self.columns.candidate] = solution.col_value
         x[self.columns.fixed_slot, self.columns.fixed_candidate] = 1.0
-        # rows are (slots, budgets, overlaps); a <= row's dual is <= 0 when minimising, in HiGHS's units
-        duals = np.asarray(solution.row_dual)[self.columns.num_free :] / self.columns.objective_scale
-        multipliers = np.maximum(0.0, -duals)
+        # rows are (slots, budgets, overlaps); a <= row's dual is <= 0 when minimising
+        multipliers = np.maximum(0.0, -np.asarray(solution.row_dual)[self.columns.num_free :])
         return "optimal", x, multipliers
 
 
 def lagrangian(
-    problem: Problem, predecessors: list[np.ndarray], multipliers: np.ndarray
+    problem: Problem, predecessors: list[np.ndarray], multipliers: np.ndarray, scale: float = 1.0
 ) -> tuple[float, np.ndarray]:
-    """(lower bound, reduced cost per candidate) for budget and overlap multipliers >= 0.
+    """(lower bound, reduced cost per candidate) for budget and overlap multipliers >= 0, given in units
+    of scores x `scale` (a power of two, as HiGHS saw them), and returned in the scores' own units.
 
-    For any architecture z meeting the rows: score(z) >= bound + sum over slots of reduced(z).
+    For any architecture z meeting the rows: score(z) >= bound + sum over slots of reduced(z). Worked
+    out in HiGHS's units with each row's costs divided by its limit first, so that nothing overflows for
+    scores or costs near the float limit.
     """
     slots = np.arange(problem.num_slots)
-    priced = problem.scores.copy()
+    priced = problem.scores * scale
     constant = []
     for weight, (name, limit) in zip(multipliers, problem.budgets.items(), strict=False):
-        priced += weight * problem.costs[name] / budget_scale(limit)
-        constant.append(-weight * limit / budget_scale(limit))
+        priced += weight * (problem.costs[name] / budget_scale(limit))
+        constant.append(-weight * (limit / budget_scale(limit)))
     for weight, earlier in zip(multipliers[len(problem.budgets) :], predecessors, strict=True):
         priced[slots, earlier] += weight
         constant.append(-weight * problem.max_overlap)
     priced = np.where(problem.allowed, priced, np.inf)
     cheapest = priced.min(axis=1)
-    return math.fsum([*cheapest, *constant]), priced - cheapest[:, None]
+    return math.fsum([*cheapest, *constant]) / scale, (priced - cheapest[:, None]) / scale

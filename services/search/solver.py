@@ -100,7 +100,9 @@ def relax_and_repair(
     status, x, multipliers = relaxation.solve(deadline - time.monotonic())
     if status != "optimal":
         return Step(status)
-    dual, reduced = lagrangian(problem, relaxation.predecessors, multipliers)
+    dual, reduced = lagrangian(
+        problem, relaxation.predecessors, multipliers, relaxation.columns.objective_scale
+    )
     bound = max(dual, floor)
     near = problem.allowed & ((reduced <= gap * abs(bound)) | (x > 1e-9))
     choice = _checked(problem, repair(problem, relaxation.predecessors, x, near, deadline=deadline))
@@ -140,7 +142,7 @@ def prove(
         )
         # outside the core every architecture scores above L + delta
         bound = max(bound, min(result.bound, np.inf if everything else step.lagrangian + delta))
-        choice = _checked(problem, result.choice)
+        choice = _mended(problem, predecessors, result.choice, core, deadline)
         if choice is not None and (best is None or problem.objective(choice) < best.objective):
             best = _found(problem, choice, bound, gap)
         step.exhausted = result.status == "infeasible" and everything and best is None
@@ -163,7 +165,7 @@ def prove(
             cancel=cancel,
         )
         bound = max(bound, result.bound)
-        choice = _checked(problem, result.choice)
+        choice = _mended(problem, predecessors, result.choice, problem.allowed, deadline)
         if choice is not None:  # a first find can be poor: improve it by moves that keep every row
             one_hot = (np.arange(problem.allowed.shape[1]) == choice[:, None]).astype(float)
             polished = repair(problem, predecessors, one_hot, problem.allowed, deadline=deadline)
@@ -177,6 +179,22 @@ def _found(problem: Problem, choice: np.ndarray, bound: float, gap: float) -> Fo
     objective = problem.objective(choice)
     bound = min(bound, objective)
     return Found(choice, objective, bound, within_gap(objective, bound, gap))
+
+
+def _mended(
+    problem: Problem,
+    predecessors: list[np.ndarray],
+    choice: np.ndarray | None,
+    mask: np.ndarray,
+    deadline: float,
+) -> np.ndarray | None:
+    """A MIP's architecture, moved back within every row if it crossed one: HiGHS ignores matrix entries
+    below its small_matrix_value (1e-9 of a row scaled to its limit), so many tiny costs can add up past
+    a budget unseen. Its bound stays valid (dropping costs only loosens a row). None if no repair."""
+    if choice is None or (problem.within_budgets(choice) and problem.overlaps_hold(choice, predecessors)):
+        return choice
+    one_hot = (np.arange(problem.allowed.shape[1]) == choice[:, None]).astype(float)
+    return _checked(problem, repair(problem, predecessors, one_hot, mask, deadline=deadline))
 
 
 def _checked(problem: Problem, choice: np.ndarray | None) -> np.ndarray | None:

@@ -58,10 +58,12 @@ class WholeModel:
     def costs_of(self, choice: np.ndarray) -> dict[str, float]:
         return {name: self.value(name, choice) for name in [*self.costs, *self.derived]}
 
-    def within_budgets(self, choice: np.ndarray) -> bool:
-        return all(
-            self.value(name, choice) <= limit * (1 + BUDGET_RTOL) for name, limit in self.budgets.items()
-        )
+    def within_budgets(self, choice: np.ndarray, rtol: float = BUDGET_RTOL) -> bool:
+        return not self.broken(choice, rtol)
+
+    def broken(self, choice: np.ndarray, rtol: float = BUDGET_RTOL) -> list[str]:
+        """The budgeted costs whose whole-model value the architecture puts over the limit."""
+        return [name for name, limit in self.budgets.items() if self.value(name, choice) > limit * (1 + rtol)]
 
     def with_budget(self, name: str, limit: float) -> "WholeModel":
         return replace(self, budgets={**self.budgets, name: limit})

@@ -344,7 +344,13 @@ def test_binding_memory_budgets_split_level_ranges_and_stay_exact(solver, monkey
     solutions still match brute force (and some instances do split)."""
     splits = []
     split = levels._split
-    monkeypatch.setattr(levels, "_split", lambda *a: splits.append(1) or split(*a))
+
+    def counted(*args):
+        parts = split(*args)
+        splits.append(parts is not None)
+        return parts
+
+    monkeypatch.setattr(levels, "_split", counted)
     for seed in range(20):
         request = binding_memory_request(seed)
         model = build(request)
@@ -361,4 +367,4 @@ def test_binding_memory_budgets_split_level_ranges_and_stay_exact(solver, monkey
             assert found.objective == pytest.approx(best, abs=TOL) and found.bound <= best + TOL, seed
             meets = [(o, c) for o, c in meets if np.sum(c == found.choice) <= model.max_overlap]
         assert outcome.status == "complete" or (outcome.status == "exhausted" and not meets), seed
-    assert splits, "no instance needed a split: the test no longer exercises it"
+    assert any(splits), "no instance needed a split: the test no longer exercises it"

@@ -8,6 +8,8 @@ import anyio
 import highspy
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.search import service
 from services.search.highs_model import LP_STATUS, MIP_STATUS, SolverError, read_status
@@ -15,7 +17,7 @@ from services.search.levels import search_model
 from services.search.main import create_app
 from services.search.request import build_whole_model
 from services.search.synthetic import synthetic_budgets, synthetic_slots
-from shared.schemas.search import SearchResponse
+from shared.schemas.search import SearchRequest, SearchResponse
 from shared.settings import Settings
 
 
@@ -248,3 +250,98 @@ def test_the_error_responses_are_documented_with_the_error_shape(client):
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}
         assert "Retry-After" in responses["429"]["headers"]
     assert set(spec["components"]["schemas"]["ErrorBody"]["properties"]) == {"error"}
+
+
+def test_costs_too_small_for_highs_to_see_cannot_push_an_answer_over_budget():
+    """HiGHS drops matrix entries below 1e-9 of a row; 1200 such costs add up past the budget's 1e-9
+    slack. The architecture a MIP returns over budget is mended, not a 500."""
+    tiny = {"latency_ms": 9e-13}
+    slots = [
+        {
+            "id": "s0",
+            "candidates": [
+                {"id": "big", "score": 0.0, "costs": {"latency_ms": 1.0}},
+                {"id": "zero", "score": 10.0, "costs": {"latency_ms": 0.0}},
+            ],
+        }
+    ] + [
+        {
+            "id": f"s{i}",
+            "candidates": [
+                {"id": "tiny", "score": 0.0, "costs": tiny},
+                {"id": "zero", "score": 0.001, "costs": {"latency_ms": 0.0}},
+            ],
+        }
+        for i in range(1, 1200)
+    ]
+    request = SearchRequest(slots=slots, budgets=[{"cost": "latency_ms", "max": 1.0}], gap=0.0)
+    out = service.search(request, Settings())
+    assert out.status == "complete"
+    (solution,) = out.solutions
+    assert solution.costs["latency_ms"] <= 1.0 * (1 + 1e-9)
+    assert solution.bound <= solution.objective
+
+
+@pytest.mark.parametrize("score", [5e-324, 1e-310])
+def test_subnormal_scores_are_solved(client, score):
+    slots = [block(i, scores=(0.0, score, score / 2)) for i in range(4)]
+    out = client.post("/v1/search", json=body(slots, k=2)).json()
+    assert out["status"] == "complete"
+    assert all(s["costs"]["latency_ms"] <= 4.0 and s["bound"] <= s["objective"] for s in out["solutions"])
+
+
+def test_large_costs_and_scores_together_keep_the_bound_finite(client):
+    # duals about the scores' size times costs near the float limit: no overflow in the bound
+    slots = [block(i, teacher=8e307, identity=2e307, mid=4e307, scores=(0.0, 4e5, 1e5)) for i in range(2)]
+    out = client.post("/v1/search", json=body(slots, k=2)).json()
+    assert out["status"] == "complete"
+    for s in out["solutions"]:
+        assert s["optimal"] and 0 <= s["bound"] <= s["objective"] < float("inf")
+
+
+EXTREME = st.sampled_from([0.0, 5e-324, 1e-300, 1e-12, 0.5, 1.0, 3.0, 1e10, 1e300, 1e307, 8e307, 1.7e308])
+
+
+@st.composite
+def extreme_requests(draw):
+    """Scores, costs, fixed parts and budgets from zero and subnormals to the float limit."""
+    slots = [
+        {
+            "id": f"s{i}",
+            "candidates": [
+                {
+                    "id": f"c{j}",
+                    "score": draw(EXTREME),
+                    "reference": j == 0,
+                    "costs": {n: draw(EXTREME) for n in "abp"},
+                }
+                for j in range(draw(st.integers(1, 3)))
+            ],
+        }
+        for i in range(draw(st.integers(1, 4)))
+    ]
+    budgets = []
+    for name in draw(st.lists(st.sampled_from(["a", "b", "p", "m"]), unique=True)):
+        if draw(st.booleans()):
+            budgets.append({"cost": name, "max": draw(EXTREME)})
+        else:
+            budgets.append({"cost": name, "fraction": draw(st.sampled_from([1e-300, 0.5, 1.0, 2.0, 1e300]))})
+    return {
+        "slots": slots,
+        "fixed": {name: draw(EXTREME) for name in "abp" if draw(st.booleans())},
+        "peak_costs": ["p"] if draw(st.booleans()) else [],
+        "derived_costs": {"m": draw(st.lists(st.sampled_from("abp"), min_size=1, unique=True))},
+        "budgets": budgets,
+        "k": draw(st.integers(1, 3)),
+        "gap": draw(st.sampled_from([0.0, 1e-3])),
+    }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=extreme_requests())
+def test_no_input_reaches_a_500_or_a_false_time_limit(request):
+    with TestClient(create_app(Settings()), raise_server_exceptions=False) as client:
+        r = client.post("/v1/search", json=request)
+    assert r.status_code in (200, 422), r.text[:500]
+    if r.status_code == 200:  # small instances: every answer is complete or exhausted, never a time limit
+        assert r.json()["status"] in ("complete", "exhausted"), r.text[:500]
