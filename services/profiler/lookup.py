@@ -1,5 +1,7 @@
 """Answers from a LUT: an architecture's predicted costs, and the cost table a search request takes."""
 
+import math
+
 from services.profiler.costs import tokens
 from shared.schemas.lut import CostCandidate, Costs, CostSlot, CostTable, Estimate, Lut, LutEntry, SlotCost
 from shared.schemas.operators import Architecture, fits, is_teacher, spec_hash
@@ -39,7 +41,7 @@ def estimate(lut: Lut, architecture: Architecture) -> Estimate:
     return Estimate(
         lut_id=lut.id,
         device_id=lut.device_id,
-        latency_ms=sum(p.latency_ms for p in parts),
+        latency_ms=math.fsum(p.latency_ms for p in parts),  # correctly rounded, as the search sums it
         params=sum(p.params for p in parts),
         weight_bytes=weights,
         kv_bytes_per_token=kv_per_token,
