@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.pipeline import methods
 from services.pipeline.budgets import parse_budget
-from services.pipeline.configs import CONFIGS
+from services.pipeline.configs import CONFIGS, load_config
 from services.pipeline.progress import Reporter
 from services.pipeline.record import RunRecord, digest
 from services.pipeline.report import Report, Row, write
@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--k", type=int, help="architectures the search returns for ranking (default: the config's)"
     )
     parser.add_argument(
-        "--config", choices=sorted(CONFIGS), default="quick", help="how much work each stage does"
+        "--config",
+        default="quick",
+        help=f"how much work each stage does: {' or '.join(CONFIGS)}, or a JSON file of fields over quick's",
     )
     parser.add_argument("--out", type=Path, required=True, help="the run directory (runs/NAME)")
 
@@ -78,7 +80,11 @@ def main(args: argparse.Namespace) -> int:
     if not budgets:
         print("unast compress: give at least one budget (--latency, --memory or --params)", file=sys.stderr)
         return 2
-    config = CONFIGS[args.config]
+    try:
+        config = load_config(args.config)
+    except (ValueError, TypeError) as exc:
+        print(f"unast compress: --config: {exc}", file=sys.stderr)
+        return 2
     if args.k is not None:
         config = type(config)(**{**config.as_dict(), "k": args.k})
     teacher = args.model.resolve()
@@ -238,8 +244,8 @@ def evaluate_teacher(run: Run) -> dict:
         "seq_len": run.config.seq_len,
         "eval_batches": run.config.eval_batches,
     }
-    job_id, result = trainer_job(run, "teacher-eval", spec)
-    run.record.finish("teacher-eval", job_id=job_id, perplexity=result["perplexity"])
+    _, result = trainer_job(run, "teacher-eval", spec)
+    run.record.update("teacher-eval", perplexity=result["perplexity"])
     return result
 
 
@@ -279,7 +285,6 @@ def export_model(run: Run, method: methods.Method, lut) -> dict:
                 for chunk in response.iter_bytes():
                     f.write(chunk)
         run.record.finish("download", files=len(result["files"]))
-    run.record.finish("export", job_id=job_id)
     return result
 
 

@@ -2,7 +2,9 @@
 `quality` (the figures behind the README's quality table). Sizes chosen by measurement; README says
 what each took."""
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from shared.candidates import candidates
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, OperatorSpec, teacher_operator
@@ -86,6 +88,21 @@ QUALITY = Config(
 )
 
 CONFIGS = {c.name: c for c in (QUICK, QUALITY)}
+
+
+def load_config(name_or_file: str) -> Config:
+    """A configuration by name, or a JSON file of fields over the quick one's (its own sizes)."""
+    if name_or_file in CONFIGS:
+        return CONFIGS[name_or_file]
+    path = Path(name_or_file)
+    if not path.is_file():
+        names = ", ".join(CONFIGS)
+        raise ValueError(f"{name_or_file!r} is neither a configuration ({names}) nor a JSON file")
+    fields = json.loads(path.read_text())
+    unknown = set(fields) - set(QUICK.as_dict())
+    if unknown:
+        raise ValueError(f"{path}: unknown fields {', '.join(sorted(unknown))}")
+    return Config(**{**QUICK.as_dict(), "name": path.stem, **fields})
 
 
 def pool(config: Config, shape: ModelShape) -> dict[str, list[OperatorSpec]] | None:

@@ -77,7 +77,7 @@ def finetune(run: Run, method: Method, distill_job: str) -> Method:
     }
     stage = f"{method.name}-finetune"
     method.finetune_job, method.finetuned = trainer_job(run, stage, spec)
-    run.record.finish(stage, job_id=method.finetune_job, perplexity=method.finetuned["perplexity"])
+    run.record.update(stage, perplexity=method.finetuned["perplexity"])
     return method
 
 
@@ -95,9 +95,7 @@ def rank(run: Run, name: str, distill_job: str, searched: SearchResponse) -> Met
     }
     stage = f"{name}-rank"
     job_id, ranked = trainer_job(run, stage, spec)
-    run.record.finish(
-        stage, job_id=job_id, spearman=ranked["spearman"], winner_search_rank=ranked["winner_search_rank"]
-    )
+    run.record.update(stage, spearman=ranked["spearman"], winner_search_rank=ranked["winner_search_rank"])
     winner = Architecture.model_validate(ranked["winner"])
     return Method(name=name, architecture=winner, rank_job=job_id, ranked=ranked, searched=searched)
 

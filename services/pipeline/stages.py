@@ -92,8 +92,11 @@ def wait_trainer(run: Run, stage: str, job_id: str, *, share: tuple[float, float
 def trainer_job(
     run: Run, stage: str, spec: dict, *, share: tuple[float, float] = (0.0, 1.0)
 ) -> tuple[str, dict]:
-    """Submit a job (or find the one an earlier run submitted) and wait for it: (job id, result)."""
+    """Submit a job (or find the one an earlier run submitted) and wait for it: (job id, result). The
+    stage is finished with the job's id; a stage already finished with these inputs is not entered."""
     key = digest(stage, spec)
+    if (done := run.record.reusable(stage, key)) is not None:
+        return done["job_id"], run.services.trainer.result(done["job_id"]).result
     record = run.record.stage(stage)
     attempt = record.get("attempt", 0) if record.get("key") == key else 0
     job_id = record.get("job_id") if record.get("key") == key else None
@@ -108,6 +111,7 @@ def trainer_job(
         job_id = job.id
     run.record.update(stage, job_id=job_id, attempt=attempt)
     result = wait_trainer(run, stage, job_id, share=share)
+    run.record.finish(stage, job_id=job_id)
     return job_id, result
 
 
@@ -227,9 +231,7 @@ def distill(run: Run) -> tuple[str, dict]:
     }
     if candidates is not None:
         spec["candidates"] = {slot: [op.model_dump() for op in ops] for slot, ops in candidates.items()}
-    job_id, result = trainer_job(run, "distill", spec)
-    run.record.finish("distill", job_id=job_id)
-    return job_id, result
+    return trainer_job(run, "distill", spec)
 
 
 def score(run: Run, distill_job: str) -> ScoreTable:
@@ -241,11 +243,10 @@ def score(run: Run, distill_job: str) -> ScoreTable:
         "eval_batches": run.config.score_batches,
         "checkpoint_every": 4,
     }
-    job_id, result = trainer_job(run, "score", spec)
+    _, result = trainer_job(run, "score", spec)
     table = ScoreTable.model_validate(result)
-    run.record.finish(
+    run.record.update(
         "score",
-        job_id=job_id,
         teacher_loss=table.teacher_loss,
         tokens=table.tokens,
         rank_stability=table.rank_stability,

@@ -78,7 +78,9 @@ class FinetuneResult(BaseModel):
     tokens_trained: int
     params: int
     model_dir: str = Field(description="The finetuned model: config.json, model.safetensors, tokenizer.")
-    train_seconds: float = Field(description="Wall time of the training steps of this attempt.")
+    train_seconds: float = Field(
+        description="Wall time of this attempt's training steps (held-out evaluations left out)."
+    )
     world_size: int
 
 
@@ -115,8 +117,12 @@ def run(ctx: JobContext) -> FinetuneResult:
         curve = [CurvePoint.model_validate(p) for p in checkpoint.state["curve"]]
         start = checkpoint.step
 
+    evaluating = 0.0  # seconds spent on held-out evaluations, left out of the training time
+
     def evaluate(step: int) -> None:
+        nonlocal evaluating
         if rank == 0:
+            started_eval = time.monotonic()
             ctx.status(f"held-out evaluation at step {step}")
             e = heldout_loss(
                 model,
@@ -128,6 +134,7 @@ def run(ctx: JobContext) -> FinetuneResult:
             )
             curve.append(CurvePoint(step=step, loss=e.loss, perplexity=e.perplexity))
             ctx.log(f"step {step}/{spec.steps}: held-out loss {e.loss:.4f}, perplexity {e.perplexity:.2f}")
+            evaluating += time.monotonic() - started_eval
 
     if rank == 0:
         ctx.log(f"finetuning with {spec.loss} loss on {world} x {device}, from step {start} of {spec.steps}")
@@ -153,7 +160,7 @@ def run(ctx: JobContext) -> FinetuneResult:
                 extra={"data_rng": data.get_state()},
                 state={"curve": [p.model_dump() for p in curve]},
             )
-    train_seconds = time.monotonic() - started
+    train_seconds = time.monotonic() - started - evaluating
     ctx.step(spec.steps, spec.steps)
     if not any(p.step == spec.steps for p in curve):
         evaluate(spec.steps)
