@@ -121,6 +121,7 @@ def pool(config: Config, shape: ModelShape) -> dict[str, list[OperatorSpec]] | N
                 ),
                 AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=max(2, 2 * (d // 4))),
                 _half_heads(shape),
+                _half_heads(shape).model_copy(update={"head_dim": max(2, 2 * (d // 4))}),
             ]
         )
     )

@@ -6,9 +6,8 @@ the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E
 - unast-depth: the pool {teacher, identity} per slot through the same search and ranking.
 - depth: depth pruning as Shortened LLaMA does it (the paper's Table 9): the {teacher, identity} pool,
   the best architecture by summed score, no short-finetune ranking.
-- uniform: every block the same, each attention and each MLP shrunk alike (distilled candidates, no
-  search): of the architectures that repeat one (attention, MLP) pair in every block and meet the
-  budgets, the one that keeps the most of the teacher's latency.
+- uniform: every block the same, its attention and its MLP shrunk by the same fraction of the teacher's
+  size (distilled candidates, no search): the largest such fraction that meets the budgets.
 """
 
 from dataclasses import dataclass
@@ -116,19 +115,32 @@ def depth(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> M
     return finetune(run, Method(name="depth", architecture=architecture, searched=searched), distill_job)
 
 
+def size_fraction(operator, shape) -> float | None:
+    """How much of the teacher's size an attention or MLP operator keeps: query heads x head size, or
+    MLP width (None for identity and linear, which are no shrunk copy of the teacher's)."""
+    if operator.kind == "attention":
+        return operator.num_heads * operator.head_dim / (shape.num_heads * shape.head_dim)
+    if operator.kind == "mlp":
+        return operator.intermediate_size / shape.intermediate_size
+    return None
+
+
 def uniform(run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_costs: dict) -> Method | None:
-    """The same shrunk (attention, MLP) pair in every block: of those meeting the budgets, the one
-    with the most latency left. None when no such pair meets them."""
+    """Every block the same: an attention and an MLP shrunk by the same fraction of the teacher's size
+    (within 0.05), the largest fraction that meets the budgets. None when no such pair meets them."""
     stage = "uniform-choice"
     run.record.start(stage, digest(stage, lut.id, scores.model_dump(), [b.model_dump() for b in run.budgets]))
-    learned: dict[str, set[str]] = {}
+    shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
     for slot in scores.slots:
         for c in slot.candidates:
-            if c.operator.kind in ("attention", "mlp") and not c.reference:
-                learned.setdefault(parse_slot_id(slot.id)[1], set()).add(c.id)
+            fraction = size_fraction(c.operator, run.shape)
+            if fraction is not None and not c.reference:
+                shrunk[parse_slot_id(slot.id)[1]][c.id] = fraction
     best = None
-    for attention in sorted(learned.get("attention", ())):
-        for mlp in sorted(learned.get("mlp", ())):
+    for attention, fa in sorted(shrunk["attention"].items()):
+        for mlp, fm in sorted(shrunk["mlp"].items()):
+            if abs(fa - fm) > 0.05:
+                continue
             choices = {}
             for layer in range(run.shape.num_layers):
                 choices[f"block{layer}.attn"], choices[f"block{layer}.mlp"] = attention, mlp
@@ -136,14 +148,13 @@ def uniform(run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_co
             estimate = run.services.profiler.estimate(
                 lut.device_id, EstimateRequest(lut_id=lut.id, architecture=architecture)
             )
-            if _within(run, estimate.model_dump(), teacher_costs) and (
-                best is None or estimate.latency_ms > best[0]
-            ):
-                best = (estimate.latency_ms, architecture)
+            rank = (min(fa, fm), estimate.latency_ms)
+            if _within(run, estimate.model_dump(), teacher_costs) and (best is None or rank > best[0]):
+                best = (rank, architecture)
     if best is None:
         run.record.finish(stage, architecture=None)
         return None
-    run.record.finish(stage, architecture=best[1].model_dump())
+    run.record.finish(stage, architecture=best[1].model_dump(), fraction=best[0][0])
     return finetune(run, Method(name="uniform", architecture=best[1]), distill_job)
 
 
