@@ -29,6 +29,9 @@ def main() -> None:
         trainer, profiler = run.services.trainer, run.services.profiler
         scores = ScoreTable.model_validate(trainer.result(done.stage("score")["job_id"]).result)
         costs = profiler.export(done.stage("profile")["lut_id"])
+        if (args.k, args.steps) == (run.config.k, run.config.rank_steps):  # the run's own ranking
+            ranked = trainer.result(done.stage("unast-rank")["job_id"]).result
+            return report(run, ranked)
         searched = search(run, "search", methods.request_body(run, scores, costs, k=args.k, depth_only=False))
         spec = {
             "kind": "rank",
@@ -41,6 +44,10 @@ def main() -> None:
             "loss": run.config.loss,
         }
         _, ranked = trainer_job(run, "rank", spec)
+    report(run, ranked)
+
+
+def report(run, ranked: dict) -> None:
     after = [r["loss_after"] for r in ranked["ranking"]]
     print(
         f"\n{len(after)} architectures at "

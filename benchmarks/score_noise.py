@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.score_noise --run runs/quality [--batches 128]
 
-A score job (on a finished `unast compress` run's distill job, over `--batches` held-out batches of the
-run's size) keeps every batch's summed loss of the teacher and of each (slot, candidate). From the
+A score job (the run's own; or, with --batches, one over that many held-out batches on the run's
+distill job) keeps every batch's summed loss of the teacher and of each (slot, candidate). From the
 first n batches, for growing n: the scores' paired standard error (over batches, candidate minus
 teacher on the same batch), how many scores fall below zero (a candidate 'better' than the teacher:
 noise, for any real replacement), and the half-split rank stability: Spearman's correlation between a
@@ -52,19 +52,22 @@ def table(sums: np.ndarray, columns: list[str], tokens_per_batch: int, sizes: li
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run", type=Path, required=True, help="a finished `unast compress` run directory")
-    p.add_argument("--batches", type=int, default=128, help="held-out batches of the study's score job")
+    p.add_argument("--batches", type=int, help="held-out batches of a score job of the study's own")
     args = p.parse_args()
     with pipeline_run(args.run, "score-noise") as (run, done):
-        spec = {
-            "kind": "score",
-            "distill_job": done.stage("distill")["job_id"],
-            "batch_size": run.config.batch,
-            "seq_len": run.config.seq_len,
-            "eval_batches": args.batches,
-            "checkpoint_every": 8,
-        }
-        job_id, result = trainer_job(run, "score", spec)
         trainer = run.services.trainer
+        job_id = done.stage("score")["job_id"]
+        if args.batches is not None:
+            spec = {
+                "kind": "score",
+                "distill_job": done.stage("distill")["job_id"],
+                "batch_size": run.config.batch,
+                "seq_len": run.config.seq_len,
+                "eval_batches": args.batches,
+                "checkpoint_every": 8,
+            }
+            job_id, _ = trainer_job(run, "score", spec)
+        result = trainer.result(job_id).result
         (artifact,) = [a for a in trainer.artifacts(job_id) if a.name == BATCH_LOSSES]
         raw = trainer.http.get(f"/v1/jobs/{job_id}/files/{BATCH_LOSSES}.safetensors").content
     sums = load(raw)["sums"]
