@@ -41,7 +41,7 @@ def main() -> None:
     medians, worsts = [], []
     for round_ in range(1, args.builds + 1):
         timings: list[str] = []
-        measurement = build_lut(request, settings, lambda _f, message: timings.append(message))
+        measurement = build_lut(request, settings, lambda _f, message, said=timings: said.append(message))
         twice = any("timing everything again" in m for m in timings)
         lut = unsaved_lut(request, measurement)
         validation = ValidationRequest(count=args.count, seed=100 + round_, time_cap_s=args.time_cap_s)
