@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks.common import pipeline_run
+from services.pipeline.compress import evaluate_teacher
 from services.pipeline.stages import trainer_job
 from shared.schemas.operators import Architecture
 
@@ -51,14 +52,7 @@ def main() -> None:
             "architecture": Architecture.teacher(run.shape).model_dump(),
         }
         _, trained = trainer_job(run, "finetune-teacher", finetune_spec(run, teacher, "lm", args.steps))
-        eval_spec = {
-            "kind": "evaluate",
-            "model": {"source": "directory", "path": str(run.teacher)},
-            "batch_size": run.config.batch,
-            "seq_len": run.config.seq_len,
-            "eval_batches": run.config.eval_batches,
-        }
-        _, teacher_eval = trainer_job(run, "teacher-eval", eval_spec)
+        teacher_eval = evaluate_teacher(run)
 
     def speed(result: dict) -> float:
         return result["tokens_trained"] / result["train_seconds"]
