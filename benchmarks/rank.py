@@ -41,7 +41,6 @@ def main() -> None:
             "batch_size": run.config.batch,
             "seq_len": run.config.seq_len,
             "eval_batches": run.config.eval_batches,
-            "loss": run.config.loss,
         }
         _, ranked = trainer_job(run, "rank", spec)
     report(run, ranked)

@@ -90,7 +90,6 @@ def rank(run: Run, name: str, distill_job: str, searched: SearchResponse) -> Met
         "batch_size": run.config.batch,
         "seq_len": run.config.seq_len,
         "eval_batches": run.config.eval_batches,
-        "loss": run.config.loss,
     }
     stage = f"{name}-rank"
     job_id, ranked = trainer_job(run, stage, spec)

@@ -58,7 +58,9 @@ class TrainingSchedule(JobSpecBase):
     min_learning_rate: float = Field(5e-5, ge=0, le=10, allow_inf_nan=False)
     warmup: int = Field(0, ge=0, le=10_000_000)
     loss: FinetuneLoss = Field(
-        "lm", description="lm: next-token cross-entropy; kd: KL to the teacher's logits; mix: both."
+        "lm",
+        description="lm: next-token cross-entropy (the paper's short finetune); kd: KL to the teacher's "
+        "logits; mix: both.",
     )
     temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False, description="Of the kd loss.")
     kd_weight: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, description="Of kd in the mix loss.")
