@@ -208,7 +208,7 @@ def pipeline(run: Run) -> Path:
         shape=run.shape,
         teacher=run.teacher,
         device=run.record.stage("profile").get("device", "?"),
-        budgets=[_budget_text(b) for b in run.budgets],
+        budgets=run.budgets,
         config=run.config.as_dict(),
         lut=lut,
         lut_check=validate(run, "lut-check", lut, {"count": run.config.validation_count, "seed": 1}),
@@ -220,14 +220,6 @@ def pipeline(run: Run) -> Path:
         notes=notes(rows),
     )
     return write(report)
-
-
-def _budget_text(budget) -> str:
-    return (
-        f"{budget.cost} {budget.fraction}x"
-        if budget.fraction is not None
-        else f"{budget.cost} <{budget.max:g}"
-    )
 
 
 def estimate(run: Run, lut, architecture: Architecture):

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from services.pipeline.methods import Method
 from shared.schemas.lut import Estimate, Lut
 from shared.schemas.operators import Architecture, AttentionOp, MLPOp, is_teacher
+from shared.schemas.search import Budget
 from shared.schemas.shape import ModelShape
 
 FIGURES = "figures"
@@ -39,7 +40,7 @@ class Report:
     shape: ModelShape
     teacher: Path
     device: str
-    budgets: list[str]
+    budgets: list[Budget]
     config: dict[str, Any]
     lut: Lut
     lut_check: dict  # the validation of random architectures
@@ -135,8 +136,8 @@ def search_figure(report: Report, path: Path) -> str | None:
         )
     teacher_ms = report.rows[0].estimate.latency_ms
     for budget in report.budgets:
-        if budget.startswith("latency_ms"):
-            limit = _limit(budget, teacher_ms)
+        if budget.cost == "latency_ms":
+            limit = budget.max if budget.max is not None else budget.fraction * teacher_ms
             ax.axvline(limit, color="tab:red", ls="--", label=f"budget {limit:.2f} ms")
     ax.set(
         xlabel="predicted latency, whole model (ms, LUT)",
@@ -150,9 +151,10 @@ def search_figure(report: Report, path: Path) -> str | None:
     return path.name
 
 
-def _limit(budget: str, teacher: float) -> float:
-    _, _, value = budget.partition(" ")
-    return float(value[1:]) if value.startswith("<") else float(value.rstrip("x")) * teacher
+def budget_text(budget: Budget) -> str:
+    if budget.fraction is not None:
+        return f"{budget.cost} {budget.fraction:g} of the teacher's"
+    return f"{budget.cost} at most {budget.max:g}"
 
 
 def rank_figure(report: Report, path: Path) -> str | None:
@@ -285,7 +287,8 @@ def markdown(report: Report, figures: list[str]) -> str:
         "",
         f"Teacher `{report.teacher}` ({shape.num_layers} blocks, hidden {shape.hidden_size}); "
         f"device **{report.device}**; LUT {lut.id} (prefill, batch {lut.batch}, {lut.length} tokens, "
-        f"{lut.dtype}); budgets: {', '.join(report.budgets)}; configuration `{report.config['name']}`.",
+        f"{lut.dtype}); budgets: {', '.join(budget_text(b) for b in report.budgets)}; "
+        f"configuration `{report.config['name']}`.",
         "",
         "## Results",
         "",

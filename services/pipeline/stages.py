@@ -20,6 +20,7 @@ from services.pipeline.record import RunRecord, digest
 from services.pipeline.stack import Services
 from shared.clients.base import ServiceError
 from shared.schemas.lut import CostTable, Lut, ThisDevice
+from shared.schemas.operators import spec_name
 from shared.schemas.scores import ScoreTable
 from shared.schemas.search import Budget, SearchResponse
 from shared.schemas.shape import ModelShape
@@ -306,7 +307,5 @@ def _pool_only(run: Run, slots: list[dict]) -> list[dict]:
     candidates = pool(run.config, run.shape)
     if candidates is None:
         return slots
-    from shared.schemas.operators import spec_name
-
     names = {slot: {spec_name(op) for op in ops} for slot, ops in candidates.items()}
     return [{**s, "candidates": [c for c in s["candidates"] if c["id"] in names[s["id"]]]} for s in slots]
