@@ -1,9 +1,11 @@
 """`unast compress` at a tiny size, through real HTTP on localhost: an embedded stack of real service
-and worker processes, a small trained teacher, few steps, K=4. The run is killed in the middle of a
-stage (the command and its whole stack, as a crash would) and started again: it finishes without
-redoing the stages that had finished, and its outputs link up (scores from the trainer, costs from
-the profiler, solutions from the search, a reloadable exported model, a report with its figures)."""
+and worker processes, a small trained teacher, few steps, K=4. The run is stopped with SIGTERM during
+distillation (the job is cancelled, the stack stopped), started again and killed in the middle of
+scoring (the command and its whole stack, as a crash would), and started once more: it finishes
+without redoing the stages that had finished, and its outputs link up (scores from the trainer, costs
+from the profiler, solutions from the search, a reloadable exported model, a report with figures)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +28,7 @@ TINY = {
     "lut_time_cap_s": 1.0,
     "validation_count": 3,
     "pool": "small",
-    "distill_steps": 12,
+    "distill_steps": 40,
     "distill_batch": 4,
     "score_batches": 2,
     "k": 4,
@@ -56,6 +58,18 @@ def compress(tmp_path: Path, env: dict, teacher: Path) -> subprocess.Popen:
     )
 
 
+def processes_in_group(group: int) -> list[int]:
+    """Processes still in a process group (the stopped command's: its stack's too), from /proc."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group and fields[0] != "Z":  # the group id; zombies are gone already
+                    left.append(int(entry.name))
+    return left
+
+
 def record(tmp_path: Path) -> dict:
     path = tmp_path / "run" / "run.json"
     return json.loads(path.read_text()) if path.exists() else {"stages": {}}
@@ -70,18 +84,36 @@ def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, 
     env |= {"UNAST_TRAINER_HEARTBEAT_S": "0.5", "UNAST_TRAINER_STALE_S": "2", "UNAST_TRAINER_POLL_S": "0.2"}
     env |= {"UNAST_PROFILER_POLL_S": "0.2", "PYTHONUNBUFFERED": "1"}
 
+    def wait_for(process: subprocess.Popen, stage: str, what: str = "job_id") -> None:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while record(tmp_path)["stages"].get(stage, {}).get(what) is None:
+            assert process.poll() is None, (tmp_path / "compress.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{stage} never started"
+            time.sleep(0.2)
+
+    stopped = compress(tmp_path, env, teacher)
+    try:  # SIGTERM while the distill job runs: it is cancelled, the run stops resumable, nothing is left
+        wait_for(stopped, "distill")
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(120) == 130
+        left = processes_in_group(stopped.pid)  # before any clean-up of ours
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stopped.pid, signal.SIGKILL)
+    assert left == [], "processes of the stopped run are left"
+    cancelled = record(tmp_path)["stages"]["distill"]
+    assert "Run the same command again to resume" in (tmp_path / "compress.log").read_text()
+
     first = compress(tmp_path, env, teacher)
     try:  # kill it, stack and all, once distillation is done and scoring under way
-        deadline = time.monotonic() + HANG_GUARD_S
-        while record(tmp_path)["stages"].get("score", {}).get("job_id") is None:
-            assert first.poll() is None, (tmp_path / "compress.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "scoring never started"
-            time.sleep(0.2)
+        wait_for(first, "score")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     before = record(tmp_path)["stages"]
     assert before["distill"]["state"] == "done" and before["score"]["state"] == "running"
+    # the cancelled distill job was submitted again under a new key, not waited for
+    assert before["distill"]["job_id"] != cancelled["job_id"] and before["distill"]["attempt"] == 1
 
     second = compress(tmp_path, env, teacher)
     try:
