@@ -23,6 +23,15 @@ from services.trainer.kinds.score import BATCH_LOSSES
 from services.trainer.learning.stats import spearman
 
 
+def stability(first: np.ndarray, second: np.ndarray, slots: dict[str, list[int]]) -> tuple[float, float]:
+    """(mean, worst) over slots of Spearman's correlation between the two halves' candidate scores."""
+    rho = [
+        spearman(first.mean(axis=0)[idx], second.mean(axis=0)[idx]) for idx in slots.values() if len(idx) > 1
+    ]
+    rho = [r for r in rho if r is not None]
+    return (float(np.mean(rho)), float(np.min(rho))) if rho else (float("nan"), float("nan"))
+
+
 def table(sums: np.ndarray, columns: list[str], tokens_per_batch: int, sizes: list[int]) -> list[dict]:
     slots: dict[str, list[int]] = {}
     for i, name in enumerate(columns[1:]):
@@ -32,9 +41,8 @@ def table(sums: np.ndarray, columns: list[str], tokens_per_batch: int, sizes: li
         changes = (sums[:n, 1:] - sums[:n, :1]) / tokens_per_batch
         score = changes.mean(axis=0)
         stderr = changes.std(axis=0, ddof=1) / np.sqrt(n)
-        halves = changes[: n // 2].mean(axis=0), changes[n // 2 :].mean(axis=0)
-        rho = [spearman(halves[0][idx], halves[1][idx]) for idx in slots.values() if len(idx) > 1]
-        rho = [r for r in rho if r is not None]
+        contiguous = stability(changes[: n // 2], changes[n // 2 :], slots)
+        interleaved = stability(changes[0::2], changes[1::2], slots)
         rows.append(
             {
                 "batches": n,
@@ -42,8 +50,8 @@ def table(sums: np.ndarray, columns: list[str], tokens_per_batch: int, sizes: li
                 "median_stderr": float(np.median(stderr)),
                 "negative": float((score < 0).mean()),
                 "median_z": float(np.median(np.abs(score) / np.maximum(stderr, 1e-12))),
-                "stability": float(np.mean(rho)) if rho else float("nan"),
-                "worst_slot": float(np.min(rho)) if rho else float("nan"),
+                "contiguous": contiguous,
+                "interleaved": interleaved,
             }
         )
     return rows
@@ -77,12 +85,15 @@ def main() -> None:
     pairs = len(artifact.meta["columns"]) - 1
     print(f"\n{pairs} (slot, candidate) pairs; batches of {run.config.batch} x {run.config.seq_len}")
     print(f"teacher held-out loss {result['teacher_loss']:.4f}")
+    print("half-split rho: mean (worst slot) of Spearman's rho between the halves' candidate scores;")
+    print("first vs second half (other text: other plays) and even vs odd batches (the same text).")
     header = f"{'batches':>7s} {'tokens':>8s} {'median SE':>10s} {'|score|/SE':>10s} {'< 0':>6s}"
-    print(header + f" {'half-split rho':>15s} {'worst slot':>11s}")
+    print(header + f" {'first/second':>15s} {'even/odd':>15s}")
     for r in rows:
         print(
             f"{r['batches']:7d} {r['tokens']:8d} {r['median_stderr']:10.5f} {r['median_z']:10.1f} "
-            f"{r['negative']:6.1%} {r['stability']:15.3f} {r['worst_slot']:11.3f}"
+            f"{r['negative']:6.1%} {r['contiguous'][0]:8.3f} ({r['contiguous'][1]:.2f}) "
+            f"{r['interleaved'][0]:8.3f} ({r['interleaved'][1]:.2f})"
         )
 
 
