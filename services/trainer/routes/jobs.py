@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 
 from services.trainer.deps import QUEUE, JobId, found
 from services.trainer.kinds import KINDS, JobSpec
+from services.trainer.memory import check_memory
 from shared.api import SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, invalid
 from shared.schemas.jobs import Job, JobPage, JobResult, JobState, spec_digest
@@ -35,6 +36,7 @@ def submit(
     ] = None,
 ) -> Job:
     spec = KINDS[spec.kind].check(spec, settings, session)
+    check_memory(spec, settings, session)
     job, created = QUEUE.submit(session, spec=spec, idempotency_key=idempotency_key)
     if not created:
         if job.spec_digest != spec_digest(spec):
