@@ -13,6 +13,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import engine_from_settings, is_at_head, make_sessionmaker, ping, upgrade
 from shared.errors import RETRY_AFTER_S, CatchUnexpected, error_body, install_error_handlers, reason
-from shared.guard import RequestGuard, require_token
+from shared.guard import RequestGuard, check_parameters, require_token
 from shared.openapi import document_errors
 from shared.settings import Settings
 
@@ -36,6 +37,11 @@ def get_settings_from_app(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
 TokenDep = Depends(require_token)
+
+DB_INT_MAX = (
+    2**31 - 1
+)  # the largest value an INTEGER column holds (PostgreSQL's; beyond it the database fails)
+RowId = Annotated[int, PathParam(ge=1, le=DB_INT_MAX, description="A stored row's id.")]
 
 
 class NotReady(Exception):
@@ -93,6 +99,7 @@ def service_app(
         version=VERSION,
         description=description,
         lifespan=lifespan,
+        dependencies=[Depends(check_parameters)],
     )
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(CatchUnexpected)  # the outermost of ours: it sees what the others raise

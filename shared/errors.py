@@ -37,8 +37,9 @@ _CODES = {
 }
 
 
-class ApiError(Exception):
-    """Raised by routes and services; becomes a JSON error response with this status."""
+class ApiError(HTTPException):
+    """Raised by routes and services; becomes a JSON error response with this status. An
+    HTTPException, so that FastAPI lets it through from a body read (shared/guard.py raises there)."""
 
     def __init__(
         self,
@@ -49,7 +50,7 @@ class ApiError(Exception):
         details: Any = None,
         headers: Mapping[str, str] | None = None,
     ):
-        super().__init__(message)
+        super().__init__(status, message, dict(headers or {}))
         self.status = status
         self.code = code or _CODES.get(status, "error")
         self.message = message

@@ -1,35 +1,34 @@
 """What a request must pass before its route runs, in the order a client should hear about it.
 
-FastAPI reads and validates a body before it runs the route's dependencies (a request without its
-token but with a bad body would hear about the body), reads a body of any content type, and takes
-JSON leniently ("10" and true are numbers to it). This middleware finds the route first and checks:
+FastAPI parses a body before it runs the route's dependencies (a request without its token but with
+malformed JSON would hear about the JSON), reads a body of any content type, and takes JSON leniently
+("10" and true are numbers to it). Two hooks put the checks in order:
 
-1. the bearer token, on routes that take one (401 with `WWW-Authenticate: Bearer`);
-2. no NUL character in its path or query parameters (422: PostgreSQL cannot store one);
-3. the declared size (413);
-4. the body, on routes that take one: received within `body_timeout_s` (408) and `max_body_bytes`
-   (413, counted on the bytes received, chunked bodies too), sent as JSON (415), no NUL or unpaired
-   surrogate in its strings (422), and JSON's types taken strictly: a string or a boolean is not a
-   number (422 naming the field; an integer is still a number where a float is expected).
+- `RequestGuard`, a middleware, refuses a declared size over `max_body_bytes` (413) and wraps the
+  body's reading. When a route with a body asks for it (FastAPI has routed the request by then), it
+  checks, in order: the bearer token, on routes that take one (401 with `WWW-Authenticate: Bearer`);
+  the body received within `body_timeout_s` (408) and `max_body_bytes` (413, counted on the bytes
+  received, chunked bodies too); sent as JSON (415); no NUL or unpaired surrogate in its strings
+  (422: PostgreSQL stores neither); JSON's types taken strictly, a string or a boolean is not a
+  number (422 naming the field; an integer still is a number where a float is expected). Then the
+  route gets the body, and FastAPI validates it as usual.
+- `check_parameters`, a dependency of every route (run before the route's own), checks the token on
+  routes that take one, then that no path or query parameter the route reads holds a NUL (422).
 
-Then the route runs on the body received, and FastAPI validates it as usual.
+Their errors are ApiErrors, which FastAPI lets through from a body read (they are HTTPExceptions).
 """
 
 import hmac
 import json
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ApiError, invalid, invalid_input, unauthorized
@@ -54,101 +53,140 @@ def token_ok(settings: Settings, authorization: str | None) -> bool:
 def require_token(
     request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Dependency of mutating endpoints. The guard checks it before anything else; the dependency
-    marks the route for the guard and documents the scheme in the OpenAPI."""
+    """Dependency of mutating endpoints. It marks the route for the guard, which checks the token
+    before anything else, and documents the scheme in the OpenAPI."""
     if not token_ok(request.app.state.settings, request.headers.get("authorization")):
         raise unauthorized()
 
 
-class _Disconnected(Exception):
-    """The client went away while sending its body: nobody to answer."""
+# -- what a route takes (FastAPI's route objects, as they are once routed) -----------------------------
+
+
+def routed(scope: Scope) -> Any:
+    """The API route FastAPI chose for this request (as included: prefix and router dependencies),
+    or None before routing or for other routes (docs, 404)."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    route = context if context is not None else scope.get("route")
+    return route if getattr(route, "dependant", None) is not None else None
+
+
+def params(dependant: Dependant, kind: str) -> list:
+    """The route's parameters of one kind ("path_params", "query_params", ...), its dependencies' too."""
+    return [*getattr(dependant, kind), *(p for d in dependant.dependencies for p in params(d, kind))]
+
+
+def depends_on_token(dependant: Dependant) -> bool:
+    return any(d.call is require_token or depends_on_token(d) for d in dependant.dependencies)
+
+
+class _PerRoute:
+    """What the checks need of a route, worked out once (routes are not hashable: keyed by id; they
+    live as long as the app)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, str], Any] = {}
+
+    def _get(self, route: Any, what: str, make) -> Any:
+        key = (id(route), what)
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def takes_token(self, route: Any) -> bool:
+        return self._get(route, "token", lambda: depends_on_token(route.dependant))
+
+    def query_names(self, route: Any) -> set[str]:
+        return self._get(route, "query", lambda: {p.alias for p in params(route.dependant, "query_params")})
+
+    def body_type(self, route: Any) -> TypeAdapter:
+        field = route.body_field
+        return self._get(
+            route, "body", lambda: TypeAdapter(Annotated[field.field_info.annotation, field.field_info])
+        )
+
+
+_ROUTES = _PerRoute()
+
+
+# -- the path and the query ----------------------------------------------------------------------------
+
+
+def check_parameters(request: Request) -> None:
+    """App-wide dependency: the token first, then no NUL in a path or query parameter the route reads."""
+    route = routed(request.scope)
+    if route is None:
+        return
+    if _ROUTES.takes_token(route) and not token_ok(
+        request.app.state.settings, request.headers.get("authorization")
+    ):
+        raise unauthorized()
+    for name, value in request.path_params.items():
+        if "\x00" in str(value):
+            raise invalid(f"path.{name}", "NUL characters are not allowed")
+    names = _ROUTES.query_names(route)
+    for name, value in request.query_params.multi_items():
+        if name in names and "\x00" in value:
+            raise invalid(f"query.{name}", "NUL characters are not allowed")
+
+
+# -- the body ------------------------------------------------------------------------------------------
 
 
 class RequestGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        # per route, by id (routes are not hashable; they live as long as the app)
-        self._takes_token: dict[int, bool] = {}
-        self._body_types: dict[int, TypeAdapter] = {}
-        self._query_params: dict[int, set[str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route, path_params = find_route(scope)
-        takes_body = route is not None and route.body_field is not None
-        try:
-            self._check_head(scope, route, path_params)
-            if not takes_body:
-                return await self.app(scope, self._counting(receive), send)
-            body = await self._receive_body(receive)
-            self._check_body(scope, route, body)
-        except ApiError as exc:
-            return await exc.response()(scope, receive, send)
-        except _Disconnected:
-            return
-        await self.app(scope, _replaying(body, receive), send)
-
-    # -- the request line and headers --------------------------------------------------------------
-
-    def _check_head(self, scope: Scope, route: APIRoute | None, path_params: dict[str, Any]) -> None:
-        headers = Headers(scope=scope)
-        if route is not None:
-            if self._token_route(route) and not token_ok(self.settings, headers.get("authorization")):
-                raise unauthorized()
-            for name, value in path_params.items():
-                if "\x00" in str(value):
-                    raise invalid(f"path.{name}", "NUL characters are not allowed")
-            query = scope.get("query_string", b"").decode("latin-1")
-            for name, value in parse_qsl(query, keep_blank_values=True):
-                if "\x00" in value and name in self._query_names(route):
-                    raise invalid(f"query.{name}", "NUL characters are not allowed")
-        declared = headers.get("content-length", "")
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
-            raise self._too_large()
-
-    def _token_route(self, route: APIRoute) -> bool:
-        if id(route) not in self._takes_token:
-            self._takes_token[id(route)] = depends_on_token(route.dependant)
-        return self._takes_token[id(route)]
-
-    def _query_names(self, route: APIRoute) -> set[str]:
-        """The query parameters the route reads (others it ignores, NUL or not)."""
-        if id(route) not in self._query_params:
-            self._query_params[id(route)] = {p.alias for p in params(route.dependant, "query_params")}
-        return self._query_params[id(route)]
-
-    # -- the body ----------------------------------------------------------------------------------
+            return await self._too_large().response()(scope, receive, send)
+        await self.app(scope, self._guarded(scope, receive), send)
 
     def _too_large(self) -> ApiError:
         return ApiError(
             413, f"request body exceeds {self.settings.max_body_bytes} bytes", headers={"Connection": "close"}
         )
 
-    def _counting(self, receive: Receive) -> Receive:
-        """For routes that take no body: whatever the app reads still counts against the limit."""
-        received = 0
+    def _guarded(self, scope: Scope, receive: Receive) -> Receive:
+        first, received = True, 0
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal first, received
+            if first:
+                first = False
+                route = routed(scope)
+                if route is not None and route.body_field is not None:  # the route reads its body now
+                    headers = Headers(scope=scope)
+                    if _ROUTES.takes_token(route) and not token_ok(
+                        self.settings, headers.get("authorization")
+                    ):
+                        raise unauthorized()
+                    body = await self._receive_body(receive)
+                    if body is not None:
+                        self._check_body(headers, route, body)
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return {"type": "http.disconnect"}
+            message = await receive()  # a route without a body, or a disconnect listener afterwards
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.settings.max_body_bytes:  # raised into the read: the route answers 413
-                    raise HTTPException(413, self._too_large().message)
+                if received > self.settings.max_body_bytes:
+                    raise self._too_large()
             return message
 
-        return counting_receive
+        return guarded_receive
 
-    async def _receive_body(self, receive: Receive) -> bytes:
+    async def _receive_body(self, receive: Receive) -> bytes | None:
+        """The whole body; None if the client went away."""
         chunks: list[bytes] = []
         size = 0
         with anyio.move_on_after(self.settings.body_timeout_s):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise _Disconnected
+                    return None
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.settings.max_body_bytes:
@@ -162,10 +200,10 @@ class RequestGuard:
             headers={"Connection": "close"},
         )
 
-    def _check_body(self, scope: Scope, route: APIRoute, body: bytes) -> None:
+    def _check_body(self, headers: Headers, route: Any, body: bytes) -> None:
         if not body:
             return  # FastAPI says what is missing
-        content_type = Headers(scope=scope).get("content-type")
+        content_type = headers.get("content-type")
         if not _is_json(content_type):
             raise ApiError(
                 415,
@@ -181,36 +219,10 @@ class RequestGuard:
             if problem is not None:
                 raise invalid(*problem)
         try:
-            self._body_type(route).validate_json(body, strict=True)
+            _ROUTES.body_type(route).validate_json(body, strict=True)
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             raise invalid_input([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-
-    def _body_type(self, route: APIRoute) -> TypeAdapter:
-        if id(route) not in self._body_types:
-            field = route.body_field
-            self._body_types[id(route)] = TypeAdapter(
-                Annotated[field.field_info.annotation, field.field_info]
-            )
-        return self._body_types[id(route)]
-
-
-def find_route(scope: Scope) -> tuple[APIRoute | None, dict[str, Any]]:
-    """The API route that will answer this request, with its path parameters; None for others."""
-    for route in getattr(scope.get("app"), "routes", ()):
-        match, child = route.matches(scope)
-        if match is Match.FULL:
-            return (route if isinstance(route, APIRoute) else None), child.get("path_params", {})
-    return None, {}
-
-
-def params(dependant: Dependant, kind: str) -> list:
-    """The route's parameters of one kind ("path_params", "query_params", ...), its dependencies' too."""
-    return [*getattr(dependant, kind), *(p for d in dependant.dependencies for p in params(d, kind))]
-
-
-def depends_on_token(dependant: Dependant) -> bool:
-    return any(d.call is require_token or depends_on_token(d) for d in dependant.dependencies)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -235,17 +247,3 @@ def _bad_text(value: Any, loc: tuple) -> tuple[str, str] | None:
         if problem := _bad_text(item, (*loc, key)):
             return problem
     return None
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """The body already received, once; then the client's own messages (its disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

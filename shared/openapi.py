@@ -6,7 +6,7 @@ the documentation cannot drift from what shared/guard.py and shared/errors.py do
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from shared.errors import ErrorBody
 from shared.guard import depends_on_token, params
@@ -27,7 +27,7 @@ DESCRIPTIONS = {
 HEALTH_PATHS = ("/healthz",)
 
 
-def error_statuses(route: APIRoute, *, database: bool) -> set[int]:
+def error_statuses(route: Any, *, database: bool) -> set[int]:
     """The error statuses a route can answer, beyond those it declares itself."""
     statuses: set[int] = set()
     if params(route.dependant, "path_params"):
@@ -54,8 +54,8 @@ def document_errors(app: FastAPI, *, database: bool) -> None:
         components[ERROR_SCHEMA] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(components[ERROR_SCHEMA].pop("$defs", {}))
         error_content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
+        for route in iter_route_contexts(app.routes):  # as included: prefixes, router dependencies
+            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
                 continue
             for method in route.methods:
                 operation = schema["paths"][route.path_format][method.lower()]

@@ -18,9 +18,7 @@ def search_slots(scores: ScoreTable, costs: CostTable) -> list[Slot]:
     costed = {(slot.id, spec_hash(c.operator)): c for slot in costs.slots for c in slot.candidates}
     scored = {(slot.id, spec_hash(c.operator)): c for slot in scores.slots for c in slot.candidates}
     unmatched = sorted(
-        f"{key[0]} score only: {scored[key].id}"
-        if key in scored
-        else f"{key[0]} cost only: {costed[key].id}"
+        f"{key[0]} score only: {scored[key].id}" if key in scored else f"{key[0]} cost only: {costed[key].id}"
         for key in scored.keys() ^ costed.keys()
     )
     if unmatched:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 import uvicorn
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
@@ -28,15 +28,23 @@ class Item(BaseModel):
 
 
 def make_app(**settings) -> FastAPI:
+    """The routes on a router, included as the services include theirs; one route on the app itself."""
     app = service_app("test", Settings(max_body_bytes=2048, **settings), description="test app")
+    router = APIRouter(prefix="/items")
 
-    @app.post("/items", dependencies=[TokenDep])
+    @router.post("", dependencies=[TokenDep])
     def create(item: Item) -> Item:
         return item
 
-    @app.get("/items/{name}")
+    @router.get("/{name}")
     def get(name: str, colour: str | None = Query(None, max_length=20)) -> dict:
         return {"name": name, "colour": colour}
+
+    app.include_router(router)
+
+    @app.post("/direct", dependencies=[TokenDep])
+    def direct(item: Item) -> Item:
+        return item
 
     @app.get("/boom")
     def boom():
@@ -52,17 +60,19 @@ def client(**settings) -> TestClient:
 ITEM = {"name": "a", "size": 1}
 
 
-def test_the_token_is_checked_before_the_body():
+@pytest.mark.parametrize("path", ["/items", "/direct"])
+def test_the_token_is_checked_before_the_body(path):
     c = client(api_token="tok")
     for body in ({"name": "", "size": "x"}, ITEM):
-        r = c.post("/items", json=body)
+        r = c.post(path, json=body)
         assert_error(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == "Bearer"
-    r = c.post("/items", content=b"not json", headers={"Content-Type": "text/plain"})
-    assert_error(r, 401, "unauthorized")
-    wrong = c.post("/items", json=ITEM, headers={"Authorization": "Bearer nope"})
+    for content, content_type in ((b"{not json", "application/json"), (b"not json", "text/plain")):
+        r = c.post(path, content=content, headers={"Content-Type": content_type})
+        assert_error(r, 401, "unauthorized")
+    wrong = c.post(path, json=ITEM, headers={"Authorization": "Bearer nope"})
     assert_error(wrong, 401, "unauthorized")
-    assert c.post("/items", json=ITEM, headers={"Authorization": "Bearer tok"}).status_code == 200
+    assert c.post(path, json=ITEM, headers={"Authorization": "Bearer tok"}).status_code == 200
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])

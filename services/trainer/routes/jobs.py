@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from services.trainer.deps import QUEUE, JobId, found
 from services.trainer.kinds import KINDS, JobSpec
 from services.trainer.memory import check_memory
-from shared.api import SessionDep, SettingsDep, TokenDep
+from shared.api import DB_INT_MAX, SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, invalid
 from shared.schemas.jobs import Job, JobPage, JobResult, JobState, spec_digest
 
@@ -51,7 +51,7 @@ def list_jobs(
     state: Annotated[JobState | None, Query()] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> JobPage:
     page, total = QUEUE.page(session, state=state, kind=kind, limit=limit, offset=offset)
     return JobPage(jobs=[Job.model_validate(job) for job in page], total=total)

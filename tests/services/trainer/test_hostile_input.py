@@ -72,7 +72,7 @@ def test_nul_in_a_path_field_is_422(trainer, teacher_dir):
 
 
 @pytest.mark.parametrize(
-    ("change", "field"), [({"steps": "10"}, "body.steps"), ({"seed": True}, "body.seed")]
+    ("change", "field"), [({"steps": "10"}, "body.distill.steps"), ({"seed": True}, "body.distill.seed")]
 )
 def test_strings_and_booleans_are_not_numbers(sqlite_trainer, sqlite_teacher_dir, change, field):
     r = sqlite_trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir, **change))
