@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     status_code=201,
     dependencies=[TokenDep],
     summary="Submit a job",
-    responses={200: {"description": "Replayed: a job with this Idempotency-Key and body already exists"}},
+    responses={
+        200: {"model": Job, "description": "Replayed: a job with this Idempotency-Key and body exists"}
+    },
 )
 def submit(
     spec: Annotated[JobSpec, Body()],
