@@ -29,7 +29,10 @@ def test_every_error_status_has_the_error_body(openapi):
     for name, operation in operations(schema):
         for status, response in operation["responses"].items():
             if int(status) >= 400:
-                assert response["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}, (name, status)
+                assert response["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}, (
+                    name,
+                    status,
+                )
 
 
 def test_statuses_follow_what_each_operation_takes(openapi):
