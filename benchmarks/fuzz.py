@@ -42,7 +42,11 @@ def main() -> None:
         text=True,
     )
     elapsed = time.monotonic() - started
-    print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:])
+    lines = run.stdout.strip().splitlines()
+    for line in lines:  # tests that failed despite the recording: what escaped it
+        if line.startswith(("FAILED", "ERROR")):
+            print(line[:300])
+    print(lines[-1] if lines else run.stderr[-2000:])
     cases = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     report(cases, args, elapsed)
 

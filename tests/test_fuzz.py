@@ -36,6 +36,7 @@ FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))  # generated cases pe
 FUZZ_RECORD = os.environ.get("FUZZ_RECORD")  # a file to append each case's outcome to
 SEED = int(os.environ.get("FUZZ_SEED", "20261201"))
 TOKEN = "fuzz-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 APPS = {"profiler": profiler_app, "search": search_app, "trainer": trainer_app}
 
@@ -95,20 +96,24 @@ def stateless_app(tmp_path_factory):
 
 
 def call_and_check(case, app, service: str, store: str) -> None:
-    response = case.call(app=app, headers={"Authorization": f"Bearer {TOKEN}"})
     if not FUZZ_RECORD:
-        case.validate_response(response, checks=CHECKS)
+        case.call_and_validate(app=app, headers=AUTH, checks=CHECKS)
         return
     try:
-        case.validate_response(response, checks=CHECKS)
-        failures = []
-    except AssertionError as exc:  # a FailureGroup, or one Failure
-        failures = sorted({f.title for f in getattr(exc, "exceptions", [exc])})
+        response = case.call(app=app, headers=AUTH)
+    except Exception as exc:  # an app whose errors escape it (the test client re-raises them)
+        status, failures = 500, [f"Server error (raised {type(exc).__name__})"]
+    else:
+        status, failures = response.status_code, []
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except AssertionError as exc:  # a FailureGroup, or one Failure
+            failures = sorted({f.title for f in getattr(exc, "exceptions", [exc])})
     outcome = {
         "service": service,
         "store": store,
         "operation": f"{case.operation.method.upper()} {case.operation.path}",
-        "status": response.status_code,
+        "status": status,
         "failures": failures,
     }
     with open(FUZZ_RECORD, "a") as out:
