@@ -38,9 +38,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
 TokenDep = Depends(require_token)
 
-DB_INT_MAX = (
-    2**31 - 1
-)  # the largest value an INTEGER column holds (PostgreSQL's; beyond it the database fails)
+# the largest value an INTEGER column holds (PostgreSQL's): ids and paging stop there, not in the database
+DB_INT_MAX = 2**31 - 1
 RowId = Annotated[int, PathParam(ge=1, le=DB_INT_MAX, description="A stored row's id.")]
 
 

@@ -55,7 +55,9 @@ class ApiError(HTTPException):
         self.code = code or _CODES.get(status, "error")
         self.message = message
         self.details = details
-        self.headers = dict(headers or {})
+
+    def __str__(self) -> str:
+        return self.message
 
     def response(self) -> JSONResponse:
         return JSONResponse(

@@ -107,7 +107,7 @@ def call_and_check(case, app, service: str, store: str) -> None:
         status, failures = response.status_code, []
         try:
             case.validate_response(response, checks=CHECKS)
-        except AssertionError as exc:  # a FailureGroup, or one Failure
+        except (AssertionError, BaseExceptionGroup) as exc:  # one Failure, or a FailureGroup
             failures = sorted({f.title for f in getattr(exc, "exceptions", [exc])})
     outcome = {
         "service": service,

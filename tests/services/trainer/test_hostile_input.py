@@ -2,11 +2,14 @@
 never a 500, on SQLite and PostgreSQL: numbers beyond the database's integers, NUL characters, files
 inside the roots that link out of them, jobs far too large for the device, loose JSON types."""
 
+import json
 import os
+import shutil
 
 import pytest
 
 from services.trainer.memory import device_memory_bytes
+from services.trainer.models import QUEUE
 from tests.services.trainer.test_jobs_api import distill
 
 
@@ -79,19 +82,19 @@ def test_strings_and_booleans_are_not_numbers(sqlite_trainer, sqlite_teacher_dir
     assert r.status_code == 422 and field_of(r) == field
 
 
-def test_a_job_too_large_for_the_device_is_refused(trainer, teacher_dir):
-    r = trainer.http.post("/v1/jobs", json=distill(teacher_dir, seq_len=131072, batch_size=4096))
+def test_a_job_too_large_for_the_device_is_refused(sqlite_trainer, sqlite_teacher_dir):
+    r = sqlite_trainer.http.post(
+        "/v1/jobs", json=distill(sqlite_teacher_dir, seq_len=131072, batch_size=4096)
+    )
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert [d["field"] for d in error["details"]] == ["body.batch_size", "body.seq_len"]
     assert "GiB" in error["message"] and "cpu" in error["message"]
-    assert trainer.jobs().total == 0
-    assert trainer.submit(distill(teacher_dir, seq_len=256, batch_size=8)).state == "queued"
+    assert sqlite_trainer.jobs().total == 0
+    assert sqlite_trainer.submit(distill(sqlite_teacher_dir, seq_len=256, batch_size=8)).state == "queued"
 
 
 def test_score_jobs_are_estimated_from_their_distill_jobs_teacher(trainer, teacher_dir, sessions):
-    from services.trainer.models import QUEUE
-
     queued = trainer.submit(distill(teacher_dir))
     with sessions() as session:  # pretend it ran: the score check wants a succeeded distill job
         job = QUEUE.get(session, job_id=queued.id)
@@ -111,43 +114,44 @@ def test_the_device_memory_is_known_on_cpu():
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json"])
-def test_a_teacher_file_that_links_out_of_the_roots_is_refused(trainer, teacher_dir, tmp_path, name):
+def test_a_teacher_file_that_links_out_of_the_roots_is_refused(
+    sqlite_trainer, sqlite_teacher_dir, tmp_path, name
+):
     outside = tmp_path / "outside"
     outside.mkdir()
-    (teacher_dir / name).rename(outside / name)
-    os.symlink(outside / name, teacher_dir / name)
-    r = trainer.http.post("/v1/jobs", json=distill(teacher_dir))
+    (sqlite_teacher_dir / name).rename(outside / name)
+    os.symlink(outside / name, sqlite_teacher_dir / name)
+    r = sqlite_trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir))
     assert r.status_code == 422, r.text
     assert field_of(r) == "body.teacher" and "outside" in r.json()["error"]["message"]
 
 
-def test_a_dataset_file_linked_to_etc_passwd_is_refused(trainer, teacher_dir, settings):
-    data = settings.input_roots[0] / "sneaky"
+def test_a_dataset_file_linked_to_etc_passwd_is_refused(sqlite_trainer, sqlite_teacher_dir, sqlite_settings):
+    data = sqlite_settings.input_roots[0] / "sneaky"
     data.mkdir()
     (data / "heldout.txt").write_text("Some words.\n")
     os.symlink("/etc/passwd", data / "train.txt")
-    r = trainer.http.post("/v1/jobs", json=distill(teacher_dir, dataset=str(data)))
+    r = sqlite_trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir, dataset=str(data)))
     assert r.status_code == 422, r.text
     assert field_of(r) == "body.dataset" and "outside" in r.json()["error"]["message"]
 
 
-def test_links_that_stay_inside_the_roots_are_followed(trainer, teacher_dir, settings):
-    shared_weights = settings.input_roots[0] / "weights"
+def test_links_that_stay_inside_the_roots_are_followed(sqlite_trainer, sqlite_teacher_dir, sqlite_settings):
+    shared_weights = sqlite_settings.input_roots[0] / "weights"
     shared_weights.mkdir()
-    (teacher_dir / "model.safetensors").rename(shared_weights / "model.safetensors")
-    os.symlink(shared_weights / "model.safetensors", teacher_dir / "model.safetensors")
-    assert trainer.submit(distill(teacher_dir)).state == "queued"
+    (sqlite_teacher_dir / "model.safetensors").rename(shared_weights / "model.safetensors")
+    os.symlink(shared_weights / "model.safetensors", sqlite_teacher_dir / "model.safetensors")
+    assert sqlite_trainer.submit(distill(sqlite_teacher_dir)).state == "queued"
 
 
-def test_an_export_naming_a_teacher_outside_the_roots_is_refused(trainer, teacher_dir, tmp_path):
+def test_an_export_naming_a_teacher_outside_the_roots_is_refused(
+    sqlite_trainer, sqlite_teacher_dir, tmp_path
+):
     """A model directory's provenance.json names the teacher the job loads beside it: inside the roots."""
-    import json
-    import shutil
-
     outside = tmp_path / "outside-teacher"
-    shutil.copytree(teacher_dir, outside)
-    (teacher_dir / "provenance.json").write_text(json.dumps({"teacher": str(outside)}))
-    body = {"kind": "evaluate", "model": {"source": "directory", "path": str(teacher_dir)}}
-    r = trainer.http.post("/v1/jobs", json=body)
+    shutil.copytree(sqlite_teacher_dir, outside)
+    (sqlite_teacher_dir / "provenance.json").write_text(json.dumps({"teacher": str(outside)}))
+    body = {"kind": "evaluate", "model": {"source": "directory", "path": str(sqlite_teacher_dir)}}
+    r = sqlite_trainer.http.post("/v1/jobs", json=body)
     assert r.status_code == 422, r.text
     assert field_of(r) == "body.model.path" and "outside" in r.json()["error"]["message"]
