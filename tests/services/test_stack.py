@@ -80,11 +80,14 @@ def assert_ports_closed(ports: dict[str, int]) -> None:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_unast_run_starts_every_service_and_refuses_a_second_stack(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_unast_run_starts_every_service_and_stops_every_child(tmp_path, signum):
+    """SIGINT (Ctrl-C) or SIGTERM (docker, systemd, CI) stops every child; a second `unast run` over
+    a running stack refuses to start instead of reporting it ready."""
     env, ports = stack_env(tmp_path)
     proc, output = start_stack(env)
+    children = children_of(proc.pid)
     try:
-        children = children_of(proc.pid)
         assert len(children) == 5  # three services and two workers
         for port in ports.values():
             base = f"http://127.0.0.1:{port}"
@@ -92,37 +95,45 @@ def test_unast_run_starts_every_service_and_refuses_a_second_stack(tmp_path):
             assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
             assert httpx.get(f"{base}/readyz").json()["status"] == "ready"
             assert "swagger" in httpx.get(f"{base}/docs").text.lower()
-        second = subprocess.run(
-            [sys.executable, "-m", "services.cli", "run"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=HANG_GUARD_S,
-        )
-        assert second.returncode != 0
-        assert "already in use" in second.stderr and "Traceback" not in second.stderr
-        assert "ready" not in second.stdout
+        if signum == signal.SIGINT:
+            second = subprocess.run(
+                [sys.executable, "-m", "services.cli", "run"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=HANG_GUARD_S,
+            )
+            assert second.returncode != 0
+            assert "already in use" in second.stderr and "Traceback" not in second.stderr
+            assert "ready" not in second.stdout
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         assert proc.wait(HANG_GUARD_S) == 0
-    assert wait_until_gone(children) == []
+        assert wait_until_gone(children) == []
     assert_ports_closed(ports)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
-def test_no_child_outlives_unast_run(tmp_path, signum):
-    """SIGTERM (docker, systemd, CI) stops every child through the launcher; SIGKILL gives the launcher
-    no chance, and the children still stop (the kernel signals them when their parent dies)."""
-    env, ports = stack_env(tmp_path)
-    proc, _ = start_stack(env)
-    children = children_of(proc.pid)
-    assert len(children) == 5
+LAUNCHER = """
+import time
+from services import stack
+from shared.settings import Settings
+sleeper = stack.Process("sleeper", "http.server", ("0", "--bind", "127.0.0.1"), None)
+children = stack.start(Settings(), processes=(sleeper, sleeper))
+print(" ".join(str(c.pid) for c in children), flush=True)
+time.sleep(600)
+"""
+
+
+def test_children_stop_when_the_launcher_is_killed_outright():
+    """SIGKILL gives the launcher no chance: the kernel signals its children (PR_SET_PDEATHSIG)."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdout=subprocess.PIPE, text=True)
+    children = [int(pid) for pid in launcher.stdout.readline().split()]
     try:
-        proc.send_signal(signum)
-        proc.wait(HANG_GUARD_S)
+        assert len(children) == 2 and all(alive(pid) for pid in children)
+        launcher.kill()
+        launcher.wait(HANG_GUARD_S)
         assert wait_until_gone(children) == []
     finally:
         for pid in children:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    assert_ports_closed(ports)
