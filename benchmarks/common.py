@@ -1,14 +1,24 @@
-"""Shared set-up for the trainer benchmarks: a teacher, its default candidates, token batches."""
+"""Shared set-up for the benchmarks: a teacher, its default candidates, token batches; the services and
+record of a finished `unast compress` run, for the benchmarks of Stages 3 and 4."""
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from services.pipeline.configs import Config
+from services.pipeline.progress import Reporter
+from services.pipeline.record import RunRecord
+from services.pipeline.stack import services
+from services.pipeline.stages import Run
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, OperatorSpec, teacher_operator
+from shared.schemas.search import Budget
 from shared.schemas.shape import ModelShape
+from shared.settings import get_settings
 
 DEMO_TEACHER = Path(__file__).parents[1] / "models" / "shakespeare-teacher"
 
@@ -78,3 +88,29 @@ def batches(shape: ModelShape, n: int, batch: int, seq_len: int, seed: int = 0) 
 def set_threads(n: int) -> None:
     torch.set_num_threads(n)
     print(f"torch threads: {n}; load average before: {os.getloadavg()}")
+
+
+@contextmanager
+def pipeline_run(run_dir: Path, name: str) -> Iterator[tuple[Run, RunRecord]]:
+    """A finished `unast compress` run's services (its stack, or an embedded one) and record, and a Run
+    of this benchmark's own (its stages recorded in <run>/benchmarks/<name>.json), to submit jobs
+    beside the run's: the same store, keyed by their inputs, so a benchmark run again reuses its jobs."""
+    done = RunRecord(run_dir)
+    if "inputs" not in done.data:
+        raise SystemExit(f"{run_dir} holds no `unast compress` run (no run.json with inputs)")
+    inputs = done.data["inputs"]
+    settings = get_settings()
+    with services(settings, run_dir / "benchmarks" / f"{name}-stack.log") as svc, Reporter() as reporter:
+        teacher = Path(inputs["model"])
+        run = Run(
+            services=svc,
+            record=RunRecord(run_dir / "benchmarks" / name),
+            config=Config(**inputs["config"]),
+            reporter=reporter,
+            teacher=teacher,
+            shape=Decoder.from_pretrained(teacher).shape,
+            budgets=[Budget.model_validate(b) for b in inputs["budgets"]],
+            device_kind=inputs["device"],
+            out=run_dir,
+        )
+        yield run, done

@@ -9,6 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from services import stack
+from services.pipeline.compress import add_arguments as compress_arguments
+from services.pipeline.compress import main as compress_main
 from services.profiler import main as profiler_main
 from services.trainer import main as trainer_main
 from services.trainer.learning.teacher import TeacherConfig, make_teacher
@@ -25,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply every service's migrations up to the latest")
+    compress = sub.add_parser(
+        "compress", help="the whole method: a model and a device budget in, a smaller model and a report out"
+    )
+    compress_arguments(compress)
     generate = sub.add_parser("generate", help="sample text from a model directory (a teacher or an export)")
     generate.add_argument(
         "model", type=Path, help="a model directory: config.json, safetensors, tokenizer.json"
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         cmd_run()
+    elif args.command == "compress":
+        sys.exit(compress_main(args))
     elif args.command == "generate":
         cmd_generate(args)
     elif args.command == "teacher":

@@ -71,16 +71,20 @@ def _die_with_parent() -> None:  # in the child, before exec
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the launcher dies
 
 
-def start(settings: Settings, processes=STACK, timeout_s: float = 60.0) -> list[subprocess.Popen]:
-    """Start every process and return once each service's /readyz answers 200."""
+def start(settings: Settings, processes=STACK, timeout_s: float = 60.0, log=None) -> list[subprocess.Popen]:
+    """Start every process and return once each service's /readyz answers 200. `log`: a file their
+    output goes to (default: this process's)."""
     check_ports(settings, processes)
+    env = {**os.environ, **settings.to_env()}
     children: list[subprocess.Popen] = []
     try:
         for p in processes:
             children.append(
                 subprocess.Popen(
                     [sys.executable, "-m", p.module, *p.args],
-                    env=os.environ.copy(),
+                    env=env,
+                    stdout=log,
+                    stderr=log,
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             )

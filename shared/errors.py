@@ -37,6 +37,20 @@ _CODES = {
 }
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable: invalid_input, unauthorized, not_found, ...")
+    message: str = Field(description="For people: what was wrong, naming the field when there is one.")
+    details: Any = Field(
+        None, description="invalid_input: a list of {field, message, type}; otherwise what helps, or null."
+    )
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response of every service (the OpenAPI documents it on each)."""
+
+    error: ErrorDetail
+
+
 class ApiError(HTTPException):
     """Raised by routes and services; becomes a JSON error response with this status. An
     HTTPException, so that FastAPI lets it through from a body read (shared/guard.py raises there)."""
@@ -74,20 +88,6 @@ def not_found(what: str, key: object) -> ApiError:
 def invalid(field: str, message: str, **details: Any) -> ApiError:
     """A 422 naming the offending field, shaped like pydantic's own validation errors."""
     return ApiError(422, f"{field}: {message}", details=[{"field": field, "message": message, **details}])
-
-
-class ErrorFields(BaseModel):
-    code: str = Field(description="Stable, machine-readable: invalid_input, unauthorized, not_found, ...")
-    message: str = Field(description="For people: what was wrong, naming the field when there is one.")
-    details: Any = Field(
-        None, description="invalid_input: a list of {field, message, type}; otherwise what helps, or null."
-    )
-
-
-class ErrorBody(BaseModel):
-    """Every error response of every service."""
-
-    error: ErrorFields
 
 
 def error_body(status: int, message: str, *, code: str | None = None, details: Any = None) -> dict:

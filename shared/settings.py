@@ -131,6 +131,18 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Largest time_limit_s a search or sweep request may ask for."
     )
     search_max_sweep_points: int = Field(200, ge=1, description="Most budget values one sweep may ask for.")
+    search_concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=1024,
+        description="Searches and sweeps solved at once (default: the machine's core count).",
+    )
+    search_queue: int = Field(
+        8,
+        ge=0,
+        le=100_000,
+        description="Searches that may wait for a solve slot; more is a 429 with Retry-After.",
+    )
 
     @field_validator("trainer_stale_s")
     @classmethod

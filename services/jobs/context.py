@@ -170,6 +170,7 @@ class QueuedContext(_Folder):
     def step(self, step: int, steps: int, progress: float | None = None) -> None:
         self.step_done, self.steps = step, steps
         self.progress = progress if progress is not None else step / steps if steps else None
+        self.message = f"step {step + 1} of {steps}" if step < steps else f"{steps} steps done"
         self._stop_if_asked(f"at step {step}")
         with self._sessions() as session:
             if self._queue.cancel_requested(session, job_id=self.job_id):

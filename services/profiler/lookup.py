@@ -1,7 +1,9 @@
 """Answers from a LUT: an architecture's predicted costs, and the cost table a search request takes."""
 
+import math
+
 from services.profiler.costs import tokens
-from shared.schemas.lut import CostCandidate, CostSlot, CostTable, Estimate, Lut, LutEntry, SlotCost
+from shared.schemas.lut import CostCandidate, Costs, CostSlot, CostTable, Estimate, Lut, LutEntry, SlotCost
 from shared.schemas.operators import Architecture, fits, is_teacher, spec_hash
 
 
@@ -39,7 +41,7 @@ def estimate(lut: Lut, architecture: Architecture) -> Estimate:
     return Estimate(
         lut_id=lut.id,
         device_id=lut.device_id,
-        latency_ms=sum(p.latency_ms for p in parts),
+        latency_ms=math.fsum(p.latency_ms for p in parts),  # correctly rounded, as the search sums it
         params=sum(p.params for p in parts),
         weight_bytes=weights,
         kv_bytes_per_token=kv_per_token,
@@ -51,6 +53,16 @@ def estimate(lut: Lut, architecture: Architecture) -> Estimate:
     )
 
 
+PEAK_COSTS = ["activation_bytes"]  # the parts run one after another: the largest intermediates count
+DERIVED_COSTS = {"memory_bytes": ["weight_bytes", "kv_cache_bytes", "activation_bytes"]}
+
+
+def search_costs(costs: Costs, lut: Lut) -> dict[str, int | float]:
+    """A part's costs as the search adds them up: the KV cache for the LUT's regime added."""
+    new, cached = tokens(lut.key())
+    return {**costs.model_dump(), "kv_cache_bytes": costs.kv_bytes_per_token * lut.batch * (new + cached)}
+
+
 def cost_table(lut: Lut) -> CostTable:
     """Every slot of the shape with every LUT operator that fits it; the teacher's is the reference."""
     slots = [
@@ -59,7 +71,7 @@ def cost_table(lut: Lut) -> CostTable:
             candidates=[
                 CostCandidate(
                     id=entry.name,
-                    costs=entry.costs.model_dump(),
+                    costs=search_costs(entry.costs, lut),
                     reference=is_teacher(entry.operator, lut.shape, slot_type),
                     operator=entry.operator,
                 )
@@ -69,4 +81,11 @@ def cost_table(lut: Lut) -> CostTable:
         )
         for slot, slot_type, _ in Architecture.teacher(lut.shape).slots()
     ]
-    return CostTable(lut_id=lut.id, device_id=lut.device_id, fixed=lut.fixed.costs.model_dump(), slots=slots)
+    return CostTable(
+        lut_id=lut.id,
+        device_id=lut.device_id,
+        fixed=search_costs(lut.fixed.costs, lut),
+        peak_costs=PEAK_COSTS,
+        derived_costs=DERIVED_COSTS,
+        slots=slots,
+    )

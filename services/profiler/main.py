@@ -23,4 +23,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (devices, luts, jobs, validations, queries):
         app.include_router(module.router)
+    app.include_router(devices.this)
     return app

@@ -2,6 +2,7 @@
 
 from fastapi import FastAPI
 
+from services.search.pool import SolvePool
 from services.search.routes import search
 from shared.api import service_app
 from shared.settings import Settings, get_settings
@@ -14,5 +15,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         description="K diverse architectures under latency/memory budgets by integer linear programming.",
     )
+    app.state.solves = SolvePool(settings.search_concurrency, settings.search_queue)
     app.include_router(search.router)
     return app

@@ -16,7 +16,7 @@ class Found:
 
 @dataclass
 class Outcome:
-    status: Literal["complete", "exhausted", "time_limit"]
+    status: Literal["complete", "exhausted", "time_limit", "cancelled"]
     found: list[Found] = field(default_factory=list)
 
 

@@ -11,7 +11,7 @@ import math
 import highspy
 import numpy as np
 
-from services.search.highs_model import budget_scale, build, new_highs
+from services.search.highs_model import LP_STATUS, budget_scale, build, new_highs, read_status
 from services.search.problem import Problem
 
 
@@ -31,7 +31,8 @@ class Relaxation:
         self.predecessors.append(choice)
 
     def solve(self, time_limit_s: float) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-        """('optimal', x per candidate, row multipliers >= 0) | ('infeasible'|'time_limit', None, None)."""
+        """('optimal', x per candidate, row multipliers >= 0) | ('infeasible'|'time_limit', None, None).
+        The multipliers are in HiGHS's units: scores x columns.objective_scale."""
         if len(self.columns.slot) == 0:  # every slot fixed (pins): nothing for the LP to do
             choice = self.problem.allowed.argmax(axis=1)
             if not (
@@ -43,11 +44,9 @@ class Relaxation:
         # HiGHS measures time_limit against the run time summed over all runs of this (warm) model
         self.highs.setOptionValue("time_limit", self.highs.getRunTime() + max(time_limit_s, 1e-3))
         self.highs.run()
-        status = self.highs.getModelStatus()
-        if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
-            return "infeasible", None, None
-        if status != highspy.HighsModelStatus.kOptimal:
-            return "time_limit", None, None
+        status = read_status(self.highs, LP_STATUS)
+        if status != "optimal":
+            return status, None, None
         solution = self.highs.getSolution()
         x = np.zeros(self.problem.allowed.shape)
         x[self.columns.slot, self.columns.candidate] = solution.col_value
@@ -58,21 +57,24 @@ class Relaxation:
 
 
 def lagrangian(
-    problem: Problem, predecessors: list[np.ndarray], multipliers: np.ndarray
+    problem: Problem, predecessors: list[np.ndarray], multipliers: np.ndarray, scale: float = 1.0
 ) -> tuple[float, np.ndarray]:
-    """(lower bound, reduced cost per candidate) for budget and overlap multipliers >= 0.
+    """(lower bound, reduced cost per candidate) for budget and overlap multipliers >= 0, given in units
+    of scores x `scale` (a power of two, as HiGHS saw them), and returned in the scores' own units.
 
-    For any architecture z meeting the rows: score(z) >= bound + sum over slots of reduced(z).
+    For any architecture z meeting the rows: score(z) >= bound + sum over slots of reduced(z). Worked
+    out in HiGHS's units with each row's costs divided by its limit first, so that nothing overflows for
+    scores or costs near the float limit.
     """
     slots = np.arange(problem.num_slots)
-    priced = problem.scores.copy()
+    priced = problem.scores * scale
     constant = []
     for weight, (name, limit) in zip(multipliers, problem.budgets.items(), strict=False):
-        priced += weight * problem.costs[name] / budget_scale(limit)
-        constant.append(-weight * limit / budget_scale(limit))
+        priced += weight * (problem.costs[name] / budget_scale(limit))
+        constant.append(-weight * (limit / budget_scale(limit)))
     for weight, earlier in zip(multipliers[len(problem.budgets) :], predecessors, strict=True):
         priced[slots, earlier] += weight
         constant.append(-weight * problem.max_overlap)
     priced = np.where(problem.allowed, priced, np.inf)
     cheapest = priced.min(axis=1)
-    return math.fsum([*cheapest, *constant]), priced - cheapest[:, None]
+    return math.fsum([*cheapest, *constant]) / scale, (priced - cheapest[:, None]) / scale

@@ -19,10 +19,11 @@ Time: the MIPs of a solution may use up to twice its even share of the time left
 the solutions still to come by steps 1-2 alone (twice the longest of their last five times: they slow
 as rows are added). So a hard solution keeps its best architecture with its proven bound (optimal
 false) instead of starving the rest; one with no architecture yet (the repair failed) takes the first
-one HiGHS finds. The request's time limit caps everything.
-Measured at 160 x 30, K=100 in 30 s: LP 0.9 s, repair 3.4 s, MIPs the rest.
+one HiGHS finds. The request's time limit caps everything; a `cancel` event set by the caller (a
+client gone) stops the search between steps and interrupts a running MIP.
 """
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -37,32 +38,49 @@ from services.search.repair import repair
 CORE_MIN_S = 0.02  # below this a MIP cannot get through HiGHS's presolve and root LP
 
 
-def search_problem(problem: Problem, *, k: int, gap: float, time_limit_s: float) -> Outcome:
+def search_problem(
+    problem: Problem, *, k: int, gap: float, time_limit_s: float, cancel: threading.Event | None = None
+) -> Outcome:
     deadline = time.monotonic() + time_limit_s
     relaxation = Relaxation(problem)
     outcome = Outcome("complete")
     floor = 0.0  # scores are >= 0
     quick: list[float] = []  # seconds of steps 1-2 per solution
     while len(outcome.found) < k:
+        if stopped(cancel) == "cancelled":
+            outcome.status = "cancelled"
+            break
         started = time.monotonic()
         step = relax_and_repair(problem, relaxation, floor, gap=gap, deadline=deadline)
         if step.status != "optimal":
-            outcome.status = "exhausted" if step.status == "infeasible" else "time_limit"
+            outcome.status = "exhausted" if step.status == "infeasible" else stopped(cancel)
             break
         quick.append(time.monotonic() - started)
         found = step.found
         if found is None or not found.optimal:
-            to_come = k - len(outcome.found) - 1
-            spare = deadline - 2 * max(quick[-5:]) * to_come - time.monotonic()
-            until = time.monotonic() + spare * min(1.0, 2 / (to_come + 1))
-            found = prove(problem, relaxation.predecessors, step, gap=gap, until=until, deadline=deadline)
+            until = time_share(quick, k - len(outcome.found) - 1, deadline)
+            found = prove(
+                problem, relaxation.predecessors, step, gap=gap, until=until, deadline=deadline, cancel=cancel
+            )
         if found is None:
-            outcome.status = "exhausted" if step.exhausted else "time_limit"
+            outcome.status = "exhausted" if step.exhausted else stopped(cancel)
             break
         outcome.found.append(found)
         floor = found.bound
         relaxation.add_overlap_row(found.choice)
     return outcome
+
+
+def stopped(cancel: threading.Event | None) -> str:
+    """Why a search stopped short of proving anything: its caller cancelled it, or time ran out."""
+    return "cancelled" if cancel is not None and cancel.is_set() else "time_limit"
+
+
+def time_share(quick: list[float], to_come: int, deadline: float) -> float:
+    """Until when one solution's MIPs may run: twice its even share of the time left beyond a reserve
+    for the solutions still to come by steps 1-2 alone."""
+    spare = deadline - 2 * max(quick[-5:]) * to_come - time.monotonic()
+    return time.monotonic() + spare * min(1.0, 2 / (to_come + 1))
 
 
 @dataclass
@@ -82,7 +100,9 @@ def relax_and_repair(
     status, x, multipliers = relaxation.solve(deadline - time.monotonic())
     if status != "optimal":
         return Step(status)
-    dual, reduced = lagrangian(problem, relaxation.predecessors, multipliers)
+    dual, reduced = lagrangian(
+        problem, relaxation.predecessors, multipliers, relaxation.columns.objective_scale
+    )
     bound = max(dual, floor)
     near = problem.allowed & ((reduced <= gap * abs(bound)) | (x > 1e-9))
     choice = _checked(problem, repair(problem, relaxation.predecessors, x, near, deadline=deadline))
@@ -91,7 +111,14 @@ def relax_and_repair(
 
 
 def prove(
-    problem: Problem, predecessors: list[np.ndarray], step: Step, *, gap: float, until: float, deadline: float
+    problem: Problem,
+    predecessors: list[np.ndarray],
+    step: Step,
+    *,
+    gap: float,
+    until: float,
+    deadline: float,
+    cancel: threading.Event | None = None,
 ) -> Found | None:
     """Step 3: the core MIPs, until `until`; the best architecture found with the best bound proven.
     Without any architecture by then, the first one found before the deadline."""
@@ -111,10 +138,11 @@ def prove(
             gap_abs=gap * abs(bound),
             time_limit_s=until - time.monotonic(),
             start=None if best is None else best.choice,
+            cancel=cancel,
         )
         # outside the core every architecture scores above L + delta
         bound = max(bound, min(result.bound, np.inf if everything else step.lagrangian + delta))
-        choice = _checked(problem, result.choice)
+        choice = _mended(problem, predecessors, result.choice, core, deadline)
         if choice is not None and (best is None or problem.objective(choice) < best.objective):
             best = _found(problem, choice, bound, gap)
         step.exhausted = result.status == "infeasible" and everything and best is None
@@ -125,7 +153,7 @@ def prove(
         if wider <= delta:
             break
         delta = wider
-    if best is None and not step.exhausted:
+    if best is None and not step.exhausted and stopped(cancel) != "cancelled":
         # no architecture yet: search them all, until the first one (a repair can fail, a MIP cannot)
         result = solve_core(
             problem,
@@ -134,9 +162,10 @@ def prove(
             gap_abs=gap * abs(bound),
             time_limit_s=deadline - time.monotonic(),
             first_only=True,
+            cancel=cancel,
         )
         bound = max(bound, result.bound)
-        choice = _checked(problem, result.choice)
+        choice = _mended(problem, predecessors, result.choice, problem.allowed, deadline)
         if choice is not None:  # a first find can be poor: improve it by moves that keep every row
             one_hot = (np.arange(problem.allowed.shape[1]) == choice[:, None]).astype(float)
             polished = repair(problem, predecessors, one_hot, problem.allowed, deadline=deadline)
@@ -150,6 +179,22 @@ def _found(problem: Problem, choice: np.ndarray, bound: float, gap: float) -> Fo
     objective = problem.objective(choice)
     bound = min(bound, objective)
     return Found(choice, objective, bound, within_gap(objective, bound, gap))
+
+
+def _mended(
+    problem: Problem,
+    predecessors: list[np.ndarray],
+    choice: np.ndarray | None,
+    mask: np.ndarray,
+    deadline: float,
+) -> np.ndarray | None:
+    """A MIP's architecture, moved back within every row if it crossed one: HiGHS ignores matrix entries
+    below its small_matrix_value (1e-9 of a row scaled to its limit), so many tiny costs can add up past
+    a budget unseen. Its bound stays valid (dropping costs only loosens a row). None if no repair."""
+    if choice is None or (problem.within_budgets(choice) and problem.overlaps_hold(choice, predecessors)):
+        return choice
+    one_hot = (np.arange(problem.allowed.shape[1]) == choice[:, None]).astype(float)
+    return _checked(problem, repair(problem, predecessors, one_hot, mask, deadline=deadline))
 
 
 def _checked(problem: Problem, choice: np.ndarray | None) -> np.ndarray | None:

@@ -15,6 +15,7 @@ from shared.schemas.lut import (
     LutSummary,
     OperatorCost,
     OperatorCostRequest,
+    ThisDevice,
     Validation,
     ValidationRequest,
 )
@@ -24,6 +25,10 @@ FINISHED = ("succeeded", "failed")
 
 class ProfilerClient(ServiceClient):
     service = "profiler"
+
+    def this_device(self) -> ThisDevice:
+        """The device this profiler measures."""
+        return ThisDevice.model_validate(self.request("GET", "/v1/device"))
 
     def devices(self) -> list[Device]:
         return [Device.model_validate(d) for d in self.request("GET", "/v1/devices")]

@@ -7,10 +7,11 @@ needs the file system or the database (the kind's `check`).
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -41,6 +42,16 @@ Dataset = Annotated[
     ),
 ]
 LearningRate = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
+SCHEDULE_BOUNDS = {"min_learning_rate": "learning_rate", "warmup": "steps"}
+
+
+def within_schedule(value: float, info: ValidationInfo) -> float:
+    """A spec's floor learning rate and warm-up may not exceed its learning rate and steps. Attach as
+    `field_validator("min_learning_rate", "warmup")(within_schedule)`."""
+    bound = SCHEDULE_BOUNDS[info.field_name]
+    if value > info.data.get(bound, math.inf):
+        raise ValueError(f"must not exceed {bound}")
+    return value
 
 
 class JobSpecBase(BaseModel):

@@ -223,6 +223,17 @@ class Device(_Schema):
     created_at: datetime
 
 
+class ThisDevice(_Schema):
+    """The device this profiler measures, as its workers see it (probed)."""
+
+    id: int | None = Field(description="Its id once a job has measured on it, else null.")
+    key: str
+    name: str
+    kind: Literal["cpu", "cuda"]
+    memory_bytes: int
+    fingerprint: dict[str, Any]
+
+
 class Job(_Schema):
     """A LUT build or a validation, run by a profiler worker; poll until succeeded or failed."""
 
@@ -345,11 +356,17 @@ class CostSlot(_Schema):
 
 
 class CostTable(_Schema):
-    """A search request's slots without scores: join the trainer's scores by operator, add budgets."""
+    """A search request without scores and budgets: join the trainer's scores by operator, add budgets.
+
+    Its costs are what the estimate adds up: summed over the parts (the fixed part and every slot's
+    operator), but for `peak_costs`, the largest over the parts; `derived_costs` are sums of those
+    (memory_bytes = weight_bytes + kv_cache_bytes + activation_bytes), so that a search's reported
+    costs of an architecture equal this LUT's estimate of it.
+    """
 
     lut_id: int
     device_id: int
-    fixed: dict[str, int | float] = Field(
-        description="Costs outside the slots; subtract from whole-model budgets given as `max`."
-    )
+    fixed: dict[str, int | float] = Field(description="The model's costs outside the slots.")
+    peak_costs: list[str] = Field(description="Costs that aggregate by maximum over the parts.")
+    derived_costs: dict[str, list[str]] = Field(description="Costs defined as sums of other costs.")
     slots: list[CostSlot]

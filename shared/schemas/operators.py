@@ -180,10 +180,11 @@ class Architecture(BaseModel):
 
     In the search's own words: slot id -> candidate id, where a candidate id names its operator
     (spec_name). Every service reads and writes this one form, and a search solution validates as it
-    is (its rank, objective, costs and bounds are ignored), so clients pass solutions through unchanged.
+    is (its rank, objective, costs and bounds are ignored), so clients pass solutions through unchanged:
+    as JSON, or in Python as the search client's Solution objects.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", from_attributes=True)
 
     choices: dict[SlotId, CandidateId] = Field(
         min_length=2,

@@ -1,7 +1,12 @@
 """The search contract (paper Eq. 3 and 4): slots of candidates with scores and costs, budgets, K solutions.
 
+Budgets and reported costs are whole-model values: the slots' candidates plus the model's `fixed` part
+(embedding, head, norms). A cost aggregates by sum over the parts, or, when named in `peak_costs`, by
+maximum (peak activation memory: the parts run one after another); a derived cost is the sum of named
+costs' whole-model values (memory_bytes = weight_bytes + kv_cache_bytes + activation_bytes).
+
 Field-level checks live here; checks that need the whole request (duplicate ids, budgets naming a cost
-some candidate lacks, references, the service's size limits) are in services/search/problem.py.
+some candidate lacks, references, the service's size limits) are in services/search/request.py.
 """
 
 from typing import Annotated, Literal
@@ -31,10 +36,15 @@ class Slot(BaseModel):
 
 
 class Budget(BaseModel):
-    cost: Id
-    max: NonNegative | None = Field(None, description="Absolute budget on the summed cost.")
+    cost: Id = Field(description="A summed, peak or derived cost.")
+    max: NonNegative | None = Field(
+        None, description="Absolute budget on the whole-model value; on a peak cost, a cap on every part."
+    )
     fraction: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="Budget as a fraction of the reference architecture."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Budget as a fraction of the reference architecture's whole-model value.",
     )
 
     @model_validator(mode="after")
@@ -51,11 +61,30 @@ Gap = Annotated[
     ),
 ]
 TimeLimit = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Wall-clock limit of the request.")]
+Fixed = Annotated[
+    dict[Id, NonNegative],
+    Field(description="The model's costs outside the slots (embedding, head, norms), by cost name."),
+]
+PeakCosts = Annotated[
+    list[Id],
+    Field(description="Costs that aggregate by maximum over the parts (e.g. activation_bytes), not by sum."),
+]
+DerivedCosts = Annotated[
+    dict[Id, Annotated[list[Id], Field(min_length=1)]],
+    Field(
+        description="Costs defined as the sum of named costs' whole-model values, e.g. "
+        '{"memory_bytes": ["weight_bytes", "kv_cache_bytes", "activation_bytes"]}; '
+        "at most one peak cost each."
+    ),
+]
 
 
 class SearchRequest(BaseModel):
     slots: list[Slot] = Field(min_length=1)
     budgets: list[Budget] = Field(default_factory=list)
+    fixed: Fixed = {}
+    peak_costs: PeakCosts = []
+    derived_costs: DerivedCosts = {}
     k: int = Field(1, ge=1, description="Number of diverse architectures wanted.")
     max_overlap: float = Field(
         0.7, ge=0, le=1, description="Solutions share at most floor(max_overlap * slots) choices pairwise."
@@ -68,14 +97,19 @@ class Solution(BaseModel):
     rank: int
     choices: dict[str, str] = Field(description="Slot id to the chosen candidate id.")
     objective: float = Field(description="Sum of the chosen candidates' scores.")
-    costs: dict[str, float] = Field(description="Summed costs, for every cost all candidates have.")
+    costs: dict[str, float] = Field(
+        description="Whole-model costs (fixed part included; peak costs as maxima), for every cost all "
+        "candidates have and every derived cost."
+    )
     optimal: bool = Field(description="Proven optimal within `gap`, given the solutions ranked before it.")
     bound: float = Field(description="Proven lower bound on the objective, given the solutions before it.")
     gap: float = Field(description="(objective - bound) / objective; 0 when the objective is 0.")
 
 
 class SearchResponse(BaseModel):
-    status: Literal["complete", "exhausted", "time_limit"]
+    status: Literal["complete", "exhausted", "time_limit", "cancelled"] = Field(
+        description="cancelled: the caller stopped the search (an HTTP client that disconnected)."
+    )
     solutions: list[Solution]
     solve_time_s: float
     message: str
@@ -89,6 +123,9 @@ class SweepRequest(BaseModel):
         None, min_length=1, description="Budget values as fractions of the reference architecture."
     )
     budgets: list[Budget] = Field(default_factory=list, description="Other budgets, held at every point.")
+    fixed: Fixed = {}
+    peak_costs: PeakCosts = []
+    derived_costs: DerivedCosts = {}
     gap: Gap = 1e-3
     time_limit_s: TimeLimit = 30.0
 
@@ -100,9 +137,9 @@ class SweepRequest(BaseModel):
 
 
 class SweepPoint(BaseModel):
-    max: float = Field(description="The budget on the swept cost at this point.")
+    max: float = Field(description="The budget on the swept cost's whole-model value at this point.")
     fraction: float | None = Field(None, description="The same, as a fraction of the reference.")
-    status: Literal["optimal", "feasible", "infeasible", "time_limit"]
+    status: Literal["optimal", "feasible", "infeasible", "time_limit", "cancelled"]
     solution: Solution | None = None
 
 

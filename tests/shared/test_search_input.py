@@ -19,6 +19,8 @@ def cost_table(*operators) -> CostTable:
         lut_id=1,
         device_id=1,
         fixed={"latency_ms": 0.5},
+        peak_costs=[],
+        derived_costs={},
         slots=[CostSlot(id="block0.mlp", candidates=candidates)],
     )
 
@@ -53,6 +55,11 @@ def test_a_score_below_zero_counts_as_zero():
     assert min(c.score for c in slot.candidates) == 0.0
 
 
-def test_an_unmatched_candidate_is_named():
-    with pytest.raises(ValueError, match=r"block0\.mlp cost only: c1"):
-        search_slots(score_slots((TEACHER, 0.0)), cost_table(TEACHER, IdentityOp()))
+def test_a_scored_candidate_without_a_cost_is_named():
+    with pytest.raises(ValueError, match=r"block0\.mlp: identity"):
+        search_slots(score_slots((TEACHER, 0.0), (IdentityOp(), 0.1)), cost_table(TEACHER))
+
+
+def test_a_costed_candidate_that_was_not_distilled_is_left_out():
+    (slot,) = search_slots(score_slots((TEACHER, 0.0)), cost_table(TEACHER, IdentityOp()))
+    assert [c.id for c in slot.candidates] == ["c0"]

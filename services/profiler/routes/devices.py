@@ -3,11 +3,19 @@
 from fastapi import APIRouter
 
 from services.profiler import store
+from services.profiler.deps import ThisDeviceDep
 from shared.api import RowId, SessionDep
 from shared.errors import not_found
-from shared.schemas.lut import Device
+from shared.schemas.lut import Device, ThisDevice
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
+this = APIRouter(prefix="/v1/device", tags=["devices"])
+
+
+@this.get("", summary="The device this profiler measures (what its builds and validations run on)")
+def this_device(session: SessionDep, device: ThisDeviceDep) -> ThisDevice:
+    stored = store.get_device_by_key(session, key=device.key)
+    return ThisDevice(id=stored.id if stored else None, **device.model_dump(exclude={"gflops"}))
 
 
 @router.get("", summary="Devices with measurements")

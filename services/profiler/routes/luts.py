@@ -9,9 +9,9 @@ from services.profiler.deps import ThisDeviceDep, lut_or_404
 from services.profiler.jobs import BuildSpec, stale_after_s, submit
 from services.profiler.limits import check_build
 from services.profiler.lookup import cost_table
-from services.profiler.shapes import resolved
+from services.profiler.shapes import model_directory_shape, resolved
 from shared.api import DB_INT_MAX, RowId, SessionDep, SettingsDep, TokenDep
-from shared.schemas.lut import BuildRequest, CostTable, Dtype, Job, Lut, LutSummary, Regime
+from shared.schemas.lut import BuildRequest, CostTable, Dtype, Job, Lut, LutSummary, Regime, shape_hash
 
 router = APIRouter(prefix="/v1/luts", tags=["luts"])
 
@@ -36,15 +36,23 @@ def build_lut(
 @router.get("", summary="LUTs, filtered by any of device, shape, regime, batch, length, dtype")
 def list_luts(
     session: SessionDep,
+    settings: SettingsDep,
     device_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
     shape: Annotated[
-        str | None, Query(max_length=100, description="Preset/model name or shape hash.")
+        str | None,
+        Query(
+            max_length=4096,
+            description="A preset or model name, a shape hash, or a model directory (or its config.json) "
+            "inside UNAST_INPUT_ROOTS.",
+        ),
     ] = None,
     regime: Regime | None = None,
     batch: Annotated[int | None, Query(ge=1, le=4096)] = None,
     length: Annotated[int | None, Query(ge=1, le=1_048_576)] = None,
     dtype: Dtype | None = None,
 ) -> list[LutSummary]:
+    if shape is not None and "/" in shape:  # a model directory: its LUTs are those of its shape's hash
+        shape = shape_hash(model_directory_shape("shape", shape, settings))
     return store.list_luts(
         session, device_id=device_id, shape=shape, regime=regime, batch=batch, length=length, dtype=dtype
     )

@@ -1,28 +1,47 @@
 """POST /v1/search and POST /v1/search/sweep.
 
-Plain `def` routes: FastAPI runs them in its threadpool, so a long solve never blocks the event loop
-(and /healthz). Open to every caller: they read nothing stored and change nothing.
+A request is checked and its whole model built in a worker thread (every 4xx comes from there), then
+solved in the service's solve pool (pool.py): a bounded number at once, a bounded queue, a 429 beyond
+it, and the solve cancelled if the client disconnects. The event loop only waits, so /healthz answers
+during any solve. The bearer token is required when UNAST_API_TOKEN is set (a solve costs the machine
+seconds of every core it is given).
 """
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from services.search import service
-from shared.api import SettingsDep
+from shared.api import SettingsDep, TokenDep
+from shared.errors import ErrorBody
 from shared.schemas.search import SearchRequest, SearchResponse, SweepRequest, SweepResponse
 
-router = APIRouter(prefix="/v1/search", tags=["search"])
+router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[TokenDep])
 
 ERRORS = {
-    413: {"description": "Request body larger than UNAST_MAX_BODY_BYTES"},
-    422: {"description": "Invalid input (naming the field), or no architecture meets the budgets"},
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token (when UNAST_API_TOKEN is set)"},
+    413: {"model": ErrorBody, "description": "Request body larger than UNAST_MAX_BODY_BYTES"},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid input (details name the field), or no architecture meets the budgets "
+        "(code `infeasible`; details give each budgeted cost's `min_achievable`)",
+    },
+    429: {
+        "model": ErrorBody,
+        "description": "UNAST_SEARCH_CONCURRENCY searches are running and UNAST_SEARCH_QUEUE waiting",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
 }
 
 
 @router.post("", summary="K diverse architectures under the budgets", responses=ERRORS)
-def search(request: SearchRequest, settings: SettingsDep) -> SearchResponse:
-    return service.search(request, settings)
+async def search(body: SearchRequest, request: Request, settings: SettingsDep) -> SearchResponse:
+    model = await run_in_threadpool(service.prepare_search, body, settings)
+    return await request.app.state.solves.run(request, lambda cancel: service.run_search(body, model, cancel))
 
 
 @router.post("/sweep", summary="The best architecture at each value of one budget", responses=ERRORS)
-def sweep(request: SweepRequest, settings: SettingsDep) -> SweepResponse:
-    return service.sweep(request, settings)
+async def sweep(body: SweepRequest, request: Request, settings: SettingsDep) -> SweepResponse:
+    model, points = await run_in_threadpool(service.prepare_sweep, body, settings)
+    return await request.app.state.solves.run(
+        request, lambda cancel: service.run_sweep(body, model, points, cancel)
+    )

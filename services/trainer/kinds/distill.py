@@ -5,13 +5,12 @@ Outputs (under the job's folder): candidates.safetensors + candidates.json (lear
 and the result: held-out normalised MSE per slot and candidate.
 """
 
-import math
 import time
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.jobs.checkpoint import restore_optimizer
@@ -33,7 +32,7 @@ from services.trainer.learning.training import LOG_EVERY_S, learning_rate
 from shared.candidates import candidates as default_candidates
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.schemas.jobs import Dataset, JobSpecBase, LearningRate
+from shared.schemas.jobs import Dataset, JobSpecBase, LearningRate, within_schedule
 from shared.schemas.jobs import Path as PathField
 from shared.schemas.operators import OperatorSpec, fits, parse_slot_id, spec_name
 from shared.settings import Settings
@@ -79,13 +78,7 @@ class DistillSpec(JobSpecBase):
                     raise ValueError(f"{slot}: a {spec.kind} operator cannot fill a {slot_type} slot")
         return candidates
 
-    @field_validator("min_learning_rate", "warmup")
-    @classmethod
-    def _within_bound(cls, value: float, info: ValidationInfo) -> float:
-        bound = {"min_learning_rate": "learning_rate", "warmup": "steps"}[info.field_name]
-        if value > info.data.get(bound, math.inf):
-            raise ValueError(f"must not exceed {bound}")
-        return value
+    _within_schedule = field_validator("min_learning_rate", "warmup")(within_schedule)
 
 
 class DistillResult(BaseModel):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
@@ -42,7 +42,7 @@ from services.trainer.learning.training import (
 )
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.schemas.jobs import Dataset, JobRef, JobSpecBase, LearningRate
+from shared.schemas.jobs import Dataset, JobRef, JobSpecBase, LearningRate, within_schedule
 from shared.schemas.operators import Architecture
 from shared.settings import Settings
 
@@ -58,19 +58,15 @@ class TrainingSchedule(JobSpecBase):
     min_learning_rate: float = Field(5e-5, ge=0, le=10, allow_inf_nan=False)
     warmup: int = Field(0, ge=0, le=10_000_000)
     loss: FinetuneLoss = Field(
-        "lm", description="lm: next-token cross-entropy; kd: KL to the teacher's logits; mix: both."
+        "lm",
+        description="lm: next-token cross-entropy (the paper's short finetune); kd: KL to the teacher's "
+        "logits; mix: both.",
     )
     temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False, description="Of the kd loss.")
     kd_weight: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, description="Of kd in the mix loss.")
     eval_batches: int = Field(16, ge=1, le=100_000, description="Held-out batches of each evaluation.")
 
-    @field_validator("min_learning_rate", "warmup")
-    @classmethod
-    def _within_bound(cls, value: float, info: ValidationInfo) -> float:
-        bound = {"min_learning_rate": "learning_rate", "warmup": "steps"}[info.field_name]
-        if value > info.data.get(bound, math.inf):
-            raise ValueError(f"must not exceed {bound}")
-        return value
+    _within_schedule = field_validator("min_learning_rate", "warmup")(within_schedule)
 
     def objective(self) -> Objective:
         return Objective(self.loss, self.temperature, self.kd_weight)

@@ -31,6 +31,8 @@ from shared.schemas.operators import is_teacher, operator_adapter, parse_slot_id
 from shared.schemas.scores import ScoredCandidate, ScoredSlot, ScoreTable
 from shared.settings import Settings
 
+BATCH_LOSSES = "batch_losses"  # per held-out batch, the summed token loss of the teacher and of each pair
+
 
 class ScoreSpec(JobSpecBase):
     """Candidate scores (the paper's e_ij): held-out loss with one slot replaced, minus the teacher's."""
@@ -77,6 +79,11 @@ def run(ctx: JobContext) -> ScoreTable:
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < len(batches):
             ctx.save_checkpoint(step=step + 1, model={}, extra={"sums": sums})
     ctx.step(len(batches), len(batches))
+    # the per-batch sums, for studies of the scores' noise (benchmarks/score_noise.py)
+    columns = ["teacher"] + [f"{slot}/{cid}" for slot, cid in pairs]
+    ctx.save_artifact(
+        BATCH_LOSSES, {"sums": sums}, {"columns": columns, "tokens_per_batch": spec.batch_size * spec.seq_len}
+    )
     tokens_per_batch = spec.batch_size * spec.seq_len
     table = table_from_sums(
         sums.numpy(), pairs, tokens_per_batch, candidates, teacher, distill.result["operators"]

@@ -51,6 +51,7 @@ def test_a_lut_from_the_teachers_directory_answers_by_id_and_by_shape_hash(profi
     assert build(client, settings, str(teacher / "config.json")) == lut_id
     lut = client.lut(lut_id)  # as rebuilt
     assert [s.id for s in client.luts(shape="shakespeare-teacher")] == [lut_id]
+    assert [s.id for s in client.luts(shape=str(teacher))] == [lut_id]  # by the directory, as built
     assert [s.id for s in client.luts(shape=lut.shape_hash)] == [lut_id]
 
     # a search solution, passed unchanged, by LUT id and by shape hash

@@ -1,0 +1,294 @@
+"""`unast compress`: a model directory, a device and budgets in; a smaller model and a report out.
+
+profile the candidates on the device (reusing a LUT of the same device, shape and regime) -> check the
+budgets can be met -> distill every slot's candidates -> score them -> search K architectures -> rank
+them by a short finetune -> finetune the winner -> export it -> the baselines beside it -> measure the
+models on the device against the LUT's prediction -> report.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.pipeline import methods
+from services.pipeline.budgets import parse_budget
+from services.pipeline.configs import CONFIGS, load_config
+from services.pipeline.progress import Reporter
+from services.pipeline.record import RunRecord, digest
+from services.pipeline.report import Report, Row, write
+from services.pipeline.stack import StackError, services
+from services.pipeline.stages import (
+    PipelineError,
+    Run,
+    Stopped,
+    distill,
+    feasible,
+    install_stop_handlers,
+    profile,
+    score,
+    trainer_job,
+    validate,
+)
+from shared.clients.base import ServiceError
+from shared.files import atomic_path
+from shared.model import Decoder
+from shared.schemas.lut import EstimateRequest
+from shared.schemas.operators import Architecture
+from shared.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: Path
+    device: str
+    budgets: list[str]  # as given: "latency_ms 0.5", ...
+    k: int | None
+    config: str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", type=Path, required=True, help="the teacher: a Hugging Face Llama directory"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: what the profiler measures")
+    parser.add_argument("--latency", help="latency budget: a fraction of the teacher's (0.5) or 30ms")
+    parser.add_argument("--memory", help="memory budget (weights + KV cache + peak activations): 0.6 or 2GiB")
+    parser.add_argument("--params", help="parameter budget: 0.6 or 60M")
+    parser.add_argument(
+        "--k", type=int, help="architectures the search returns for ranking (default: the config's)"
+    )
+    parser.add_argument(
+        "--config",
+        default="quick",
+        help=f"how much work each stage does: {' or '.join(CONFIGS)}, or a JSON file of fields over quick's",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the run directory (runs/NAME)")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    budgets = [
+        parse_budget(cost, text)
+        for cost, text in (
+            ("latency_ms", args.latency),
+            ("memory_bytes", args.memory),
+            ("params", args.params),
+        )
+        if text is not None
+    ]
+    if not budgets:
+        print("unast compress: give at least one budget (--latency, --memory or --params)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except (ValueError, TypeError) as exc:
+        print(f"unast compress: --config: {exc}", file=sys.stderr)
+        return 2
+    if args.k is not None:
+        config = type(config)(**{**config.as_dict(), "k": args.k})
+    teacher = args.model.resolve()
+    if not (teacher / "config.json").is_file():
+        print(
+            f"unast compress: {args.model} has no config.json (a Hugging Face model directory)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.device.startswith("cuda"):
+        settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
+    record = RunRecord(args.out)
+    record.data["inputs"] = {
+        "model": str(teacher),
+        "device": args.device,
+        "budgets": [b.model_dump(exclude_none=True) for b in budgets],
+        "config": config.as_dict(),
+    }
+    record.save()
+    with Reporter() as reporter:
+        try:
+            with services(settings, args.out / "stack.log") as svc:
+                where = (
+                    "an embedded stack (its log: stack.log)"
+                    if svc.embedded
+                    else "the stack at " + ", ".join(svc.urls.values())
+                )
+                reporter.line(f"using {where}")
+                run = Run(
+                    services=svc,
+                    record=record,
+                    config=config,
+                    reporter=reporter,
+                    teacher=teacher,
+                    shape=Decoder.from_pretrained(teacher).shape,
+                    budgets=budgets,
+                    device_kind=args.device,
+                    out=args.out,
+                )
+                install_stop_handlers(run)
+                report = pipeline(run)
+        except Stopped:
+            reporter.line(
+                f"stopped; the running job was cancelled. Run the same command again to resume ({args.out})."
+            )
+            return 130
+        except (PipelineError, StackError, ServiceError) as exc:
+            reporter.line(f"unast compress: {exc}")
+            return 1
+    print(f"report: {report}")
+    return 0
+
+
+def pipeline(run: Run) -> Path:
+    profiler = run.services.profiler
+    lut = profile(run)
+    costs = profiler.export(lut.id)
+    feasible(run, costs)  # before any training: can the budgets be met at all?
+    distill_job, _ = distill(run)
+    scores = score(run, distill_job)
+
+    teacher_arch = Architecture.teacher(run.shape)
+    teacher_estimate = estimate(run, lut, teacher_arch)
+    made = [methods.unast(run, distill_job, scores, costs, depth_only=False)]
+    if run.config.baselines:
+        made.append(methods.unast(run, distill_job, scores, costs, depth_only=True))
+        made.append(methods.depth(run, distill_job, scores, costs))
+        uniform = methods.uniform(run, distill_job, scores, lut, teacher_estimate.model_dump())
+        if uniform is not None:
+            made.append(uniform)
+    unast = made[0]
+
+    export = export_model(run, unast, lut)
+    teacher_eval = evaluate_teacher(run)
+    architectures = [teacher_arch] + [m.architecture for m in made]
+    distinct = list({a.model_dump_json(): a for a in architectures}.values())
+    measured = validate(run, "measure", lut, {"architectures": [a.model_dump() for a in distinct], "seed": 2})
+    measured_ms = {
+        Architecture.model_validate(v["architecture"]).model_dump_json(): v["measured"]["p10_ms"]
+        for v in measured["architectures"]
+    }
+    rows = [
+        Row(
+            "teacher",
+            teacher_arch,
+            teacher_estimate,
+            measured_ms.get(teacher_arch.model_dump_json()),
+            teacher_eval["perplexity"],
+            teacher_eval["perplexity"],
+        )
+    ]
+    for m in made:
+        curve = m.finetuned["curve"]
+        rows.append(
+            Row(
+                m.name,
+                m.architecture,
+                estimate(run, lut, m.architecture),
+                measured_ms.get(m.architecture.model_dump_json()),
+                curve[0]["perplexity"],
+                m.finetuned["perplexity"],
+                curve,
+            )
+        )
+    sweep = run.services.search.request(
+        "POST",
+        "/v1/search/sweep",
+        json={
+            **{
+                k: v
+                for k, v in methods.request_body(run, scores, costs, k=1, depth_only=False).items()
+                if k in ("slots", "fixed", "peak_costs", "derived_costs")
+            },
+            "cost": "latency_ms",
+            "fractions": [round(0.2 + 0.05 * i, 2) for i in range(17)],
+            "time_limit_s": 60,
+        },
+    )["points"]
+    report = Report(
+        out=run.out,
+        shape=run.shape,
+        teacher=run.teacher,
+        device=run.record.stage("profile").get("device", "?"),
+        budgets=run.budgets,
+        config=run.config.as_dict(),
+        lut=lut,
+        lut_check=validate(run, "lut-check", lut, {"count": run.config.validation_count, "seed": 1}),
+        rows=rows,
+        unast=unast,
+        sweep=sweep,
+        stages=run.record.data["stages"],
+        export=export,
+        notes=notes(rows),
+    )
+    return write(report)
+
+
+def estimate(run: Run, lut, architecture: Architecture):
+    return run.services.profiler.estimate(
+        lut.device_id, EstimateRequest(lut_id=lut.id, architecture=architecture)
+    )
+
+
+def evaluate_teacher(run: Run) -> dict:
+    spec = {
+        "kind": "evaluate",
+        "model": {"source": "directory", "path": str(run.teacher)},
+        "batch_size": run.config.batch,
+        "seq_len": run.config.seq_len,
+        "eval_batches": run.config.eval_batches,
+    }
+    _, result = trainer_job(run, "teacher-eval", spec)
+    run.record.update("teacher-eval", perplexity=result["perplexity"])
+    return result
+
+
+def export_model(run: Run, method: methods.Method, lut) -> dict:
+    """Export the finetuned winner, then fetch its files into <run>/model/ over REST."""
+    predicted = estimate(run, lut, method.architecture)
+    spec = {
+        "kind": "export",
+        "model": {"source": "finetune", "finetune_job": method.finetune_job},
+        "onnx": run.config.onnx,
+        "target": {
+            "device": run.record.stage("profile").get("device"),
+            "device_id": lut.device_id,
+            "lut_id": lut.id,
+            "predicted": {
+                "latency_ms": predicted.latency_ms,
+                "memory_bytes": predicted.memory_bytes,
+                "params": predicted.params,
+            },
+        },
+    }
+    job_id, result = trainer_job(run, "export", spec)
+    target = run.out / "model"
+    key = digest("download", job_id, result["files"])
+    if run.record.reusable("download", key) is None:
+        run.record.start("download", key)
+        for file in result["files"]:
+            local = target / Path(file).relative_to("export")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            url = f"/v1/jobs/{job_id}/files/{file}"
+            with (
+                atomic_path(local) as tmp,
+                open(tmp, "wb") as f,
+                run.services.trainer.http.stream("GET", url) as response,
+            ):
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    f.write(chunk)
+        run.record.finish("download", files=len(result["files"]))
+    return result
+
+
+def notes(rows: list[Row]) -> list[str]:
+    by = {r.name: r for r in rows}
+    out = []
+    if {"unast", "depth"} <= by.keys():
+        gain = 1 - by["unast"].ppl_after / by["depth"].ppl_after
+        out.append(
+            f"UNAST's perplexity after finetuning is {gain:+.1%} below depth pruning's (positive: better)."
+        )
+    if "unast" in by:
+        gap = by["unast"].ppl_before / by["teacher"].ppl_after - 1
+        out.append(f"UNAST before finetuning is {gap:+.1%} from the teacher's perplexity.")
+    return out

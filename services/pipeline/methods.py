@@ -1,0 +1,173 @@
+"""From scores and costs to finetuned models: full UNAST and the baselines beside it, at one budget, with
+the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E on our model).
+
+- unast: the whole pool through the search (K architectures), ranked by a short finetune (Stage 3),
+  the winner finetuned (Stage 4) and exported.
+- unast-depth: the pool {teacher, identity} per slot through the same search and ranking.
+- depth: depth pruning as Shortened LLaMA does it (the paper's Table 9): the {teacher, identity} pool,
+  the best architecture by summed score, no short-finetune ranking.
+- uniform: every block the same, its attention and its MLP shrunk by the same fraction of the teacher's
+  size (distilled candidates, no search): the largest such fraction that meets the budgets.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.pipeline.record import digest
+from services.pipeline.stages import PipelineError, Run, search, trainer_job
+from shared.schemas.lut import CostTable, EstimateRequest, Lut
+from shared.schemas.operators import Architecture, is_teacher, operator_from_name, parse_slot_id
+from shared.schemas.scores import ScoreTable
+from shared.schemas.search import SearchResponse
+from shared.search_input import search_request
+
+METHODS = ("unast", "unast-depth", "depth", "uniform")
+
+
+@dataclass
+class Method:
+    name: str
+    architecture: Architecture
+    rank_job: str | None = None
+    ranked: dict | None = None  # the rank job's result
+    searched: SearchResponse | None = None
+    finetune_job: str | None = None
+    finetuned: dict | None = None  # the finetune job's result
+
+
+def request_body(run: Run, scores: ScoreTable, costs: CostTable, *, k: int, depth_only: bool) -> dict:
+    request = search_request(
+        scores,
+        costs,
+        budgets=run.budgets,
+        k=k,
+        max_overlap=0.7,
+        time_limit_s=run.config.search_time_limit_s,
+    ).model_dump(mode="json", exclude_none=True)
+    if depth_only:  # the {teacher, identity} pool
+        for slot in request["slots"]:
+            slot["exclude"] = [
+                c["id"] for c in slot["candidates"] if not c["reference"] and c["id"] != "identity"
+            ]
+    return request
+
+
+def finetune(run: Run, method: Method, distill_job: str) -> Method:
+    """Stage 4 for one method: the same steps, data and evaluation for every method."""
+    if method.rank_job is not None:
+        model: dict[str, Any] = {"source": "rank", "rank_job": method.rank_job}
+    else:
+        model = {
+            "source": "student",
+            "distill_job": distill_job,
+            "architecture": method.architecture.model_dump(),
+        }
+    spec = {
+        "kind": "finetune",
+        "model": model,
+        "steps": run.config.finetune_steps,
+        "eval_every": run.config.eval_every,
+        "eval_batches": run.config.eval_batches,
+        "batch_size": run.config.batch,
+        "seq_len": run.config.seq_len,
+        "loss": run.config.loss,
+        "warmup": max(1, run.config.finetune_steps // 20),
+        "checkpoint_every": max(10, run.config.finetune_steps // 5),
+    }
+    stage = f"{method.name}-finetune"
+    method.finetune_job, method.finetuned = trainer_job(run, stage, spec)
+    run.record.update(stage, perplexity=method.finetuned["perplexity"])
+    return method
+
+
+def rank(run: Run, name: str, distill_job: str, searched: SearchResponse) -> Method:
+    """Stage 3: the search's architectures, as it returned them, ranked by a short finetune."""
+    spec = {
+        "kind": "rank",
+        "distill_job": distill_job,
+        "architectures": [s.model_dump(mode="json") for s in searched.solutions],
+        "steps": run.config.rank_steps,
+        "batch_size": run.config.batch,
+        "seq_len": run.config.seq_len,
+        "eval_batches": run.config.eval_batches,
+    }
+    stage = f"{name}-rank"
+    job_id, ranked = trainer_job(run, stage, spec)
+    run.record.update(stage, spearman=ranked["spearman"], winner_search_rank=ranked["winner_search_rank"])
+    winner = Architecture.model_validate(ranked["winner"])
+    return Method(name=name, architecture=winner, rank_job=job_id, ranked=ranked, searched=searched)
+
+
+def unast(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable, *, depth_only: bool) -> Method:
+    name = "unast-depth" if depth_only else "unast"
+    searched = search(
+        run, f"{name}-search", request_body(run, scores, costs, k=run.config.k, depth_only=depth_only)
+    )
+    if not searched.solutions:
+        raise PipelineError(f"{name}: the search found no architecture: {searched.message}")
+    return finetune(run, rank(run, name, distill_job, searched), distill_job)
+
+
+def depth(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> Method:
+    searched = search(run, "depth-search", request_body(run, scores, costs, k=1, depth_only=True))
+    architecture = Architecture.model_validate(searched.solutions[0].model_dump())
+    return finetune(run, Method(name="depth", architecture=architecture, searched=searched), distill_job)
+
+
+def size_fraction(operator, shape) -> float | None:
+    """How much of the teacher's size an attention or MLP operator keeps: query heads x head size, or
+    MLP width (None for identity and linear, which are no shrunk copy of the teacher's)."""
+    if operator.kind == "attention":
+        return operator.num_heads * operator.head_dim / (shape.num_heads * shape.head_dim)
+    if operator.kind == "mlp":
+        return operator.intermediate_size / shape.intermediate_size
+    return None
+
+
+def uniform(run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_costs: dict) -> Method | None:
+    """Every block the same: an attention and an MLP shrunk by the same fraction of the teacher's size
+    (within 0.05), the largest fraction that meets the budgets. None when no such pair meets them."""
+    stage = "uniform-choice"
+    run.record.start(stage, digest(stage, lut.id, scores.model_dump(), [b.model_dump() for b in run.budgets]))
+    shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
+    for slot in scores.slots:
+        for c in slot.candidates:
+            fraction = size_fraction(c.operator, run.shape)
+            if fraction is not None and not c.reference:
+                shrunk[parse_slot_id(slot.id)[1]][c.id] = fraction
+    best = None
+    for attention, fa in sorted(shrunk["attention"].items()):
+        for mlp, fm in sorted(shrunk["mlp"].items()):
+            if abs(fa - fm) > 0.05:
+                continue
+            choices = {}
+            for layer in range(run.shape.num_layers):
+                choices[f"block{layer}.attn"], choices[f"block{layer}.mlp"] = attention, mlp
+            architecture = Architecture(choices=choices)
+            estimate = run.services.profiler.estimate(
+                lut.device_id, EstimateRequest(lut_id=lut.id, architecture=architecture)
+            )
+            rank = (min(fa, fm), estimate.latency_ms)
+            if _within(run, estimate.model_dump(), teacher_costs) and (best is None or rank > best[0]):
+                best = (rank, architecture)
+    if best is None:
+        run.record.finish(stage, architecture=None)
+        return None
+    run.record.finish(stage, architecture=best[1].model_dump(), fraction=best[0][0])
+    return finetune(run, Method(name="uniform", architecture=best[1]), distill_job)
+
+
+def _within(run: Run, costs: dict, teacher: dict) -> bool:
+    for budget in run.budgets:
+        limit = budget.max if budget.max is not None else budget.fraction * teacher[budget.cost]
+        if costs[budget.cost] > limit * (1 + 1e-9):
+            return False
+    return True
+
+
+def teacher_like(architecture: Architecture, shape) -> list[bool]:
+    """Per slot, whether it kept the teacher's operator (the report hatches those)."""
+    return [
+        is_teacher(operator_from_name(cid), shape, parse_slot_id(slot)[1])
+        for slot, cid in architecture.choices.items()
+    ]

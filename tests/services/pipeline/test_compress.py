@@ -1,0 +1,146 @@
+"""`unast compress` at a tiny size, through real HTTP on localhost: an embedded stack of real service
+and worker processes, a small trained teacher, few steps, K=4. The run is stopped with SIGTERM during
+distillation (the job is cancelled, the stack stopped), started again and killed in the middle of
+scoring (the command and its whole stack, as a crash would), and started once more: it finishes
+without redoing the stages that had finished, and its outputs link up (scores from the trainer, costs
+from the profiler, solutions from the search, a reloadable exported model, a report with figures)."""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.model import Decoder
+from tests.services.trainer.conftest import make_teacher
+
+ROOT = Path(__file__).parents[3]
+HANG_GUARD_S = 900  # only against a hang; nothing is timed
+TINY = {
+    "length": 32,
+    "lut_time_cap_s": 1.0,
+    "validation_count": 3,
+    "pool": "small",
+    "distill_steps": 40,
+    "distill_batch": 4,
+    "score_batches": 2,
+    "k": 4,
+    "search_time_limit_s": 10.0,
+    "rank_steps": 3,
+    "finetune_steps": 6,
+    "eval_every": 3,
+    "eval_batches": 2,
+    "batch": 4,
+    "seq_len": 32,
+    "onnx": True,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compress(tmp_path: Path, env: dict, teacher: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "services.cli", "compress", "--model", str(teacher), "--latency", "0.6"]
+    command += ["--config", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "run")]
+    log = open(tmp_path / "compress.log", "ab")  # noqa: SIM115 (the child owns it)
+    return subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def processes_in_group(group: int) -> list[int]:
+    """Processes still in a process group (the stopped command's: its stack's too), from /proc."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group and fields[0] != "Z":  # the group id; zombies are gone already
+                    left.append(int(entry.name))
+    return left
+
+
+def record(tmp_path: Path) -> dict:
+    path = tmp_path / "run" / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {"stages": {}}
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, trained_teacher):
+    teacher = make_teacher(sqlite_settings, trained_teacher)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | sqlite_settings.to_env()
+    env |= {f"UNAST_{name}_PORT": str(free_port()) for name in ("PROFILER", "SEARCH", "TRAINER")}
+    env |= {"UNAST_TRAINER_HEARTBEAT_S": "0.5", "UNAST_TRAINER_STALE_S": "2", "UNAST_TRAINER_POLL_S": "0.2"}
+    env |= {"UNAST_PROFILER_POLL_S": "0.2", "PYTHONUNBUFFERED": "1"}
+
+    def wait_for(process: subprocess.Popen, stage: str, what: str = "job_id") -> None:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while record(tmp_path)["stages"].get(stage, {}).get(what) is None:
+            assert process.poll() is None, (tmp_path / "compress.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{stage} never started"
+            time.sleep(0.2)
+
+    stopped = compress(tmp_path, env, teacher)
+    try:  # SIGTERM while the distill job runs: it is cancelled, the run stops resumable, nothing is left
+        wait_for(stopped, "distill")
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(120) == 130
+        left = processes_in_group(stopped.pid)  # before any clean-up of ours
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stopped.pid, signal.SIGKILL)
+    assert left == [], "processes of the stopped run are left"
+    cancelled = record(tmp_path)["stages"]["distill"]
+    assert "Run the same command again to resume" in (tmp_path / "compress.log").read_text()
+
+    first = compress(tmp_path, env, teacher)
+    try:  # kill it, stack and all, once distillation is done and scoring under way
+        wait_for(first, "score")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = record(tmp_path)["stages"]
+    assert before["distill"]["state"] == "done" and before["score"]["state"] == "running"
+    # the cancelled distill job was submitted again under a new key, not waited for
+    assert before["distill"]["job_id"] != cancelled["job_id"] and before["distill"]["attempt"] == 1
+
+    second = compress(tmp_path, env, teacher)
+    try:
+        assert second.wait(HANG_GUARD_S) == 0, (tmp_path / "compress.log").read_text()[-5000:]
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    log = (tmp_path / "compress.log").read_text()
+    after = record(tmp_path)["stages"]
+    # the finished stages were not redone: the same LUT, the same distill job; scoring went on
+    assert after["profile"]["lut_id"] == before["profile"]["lut_id"]
+    assert after["distill"]["job_id"] == before["distill"]["job_id"]
+    assert after["distill"]["finished_at"] == before["distill"]["finished_at"]
+    assert after["score"]["job_id"] == before["score"]["job_id"]
+    assert log.count("[distill] job") == 1  # waited for once, in the first run
+    for stage in ("unast-search", "unast-rank", "unast-finetune", "export", "measure", "depth-finetune"):
+        assert after[stage]["state"] == "done", stage
+
+    run = tmp_path / "run"
+    report = (run / "report.md").read_text()
+    for figure in ("architecture.png", "search.png", "rank.png", "latency.png", "finetune.png"):
+        assert (run / "figures" / figure).stat().st_size > 1000 and f"figures/{figure}" in report
+    for method in ("| teacher |", "| unast |", "| unast-depth |", "| depth |"):
+        assert method in report
+    exported = Decoder.from_pretrained(run / "model")
+    provenance = json.loads((run / "model" / "provenance.json").read_text())
+    assert provenance["jobs"]["finetune_job"] == after["unast-finetune"]["job_id"]
+    assert provenance["searched_for"]["lut_id"] == after["profile"]["lut_id"]
+    with torch.no_grad():
+        assert exported(torch.randint(0, 384, (1, 8))).shape == (1, 8, 384)
