@@ -190,8 +190,8 @@ def test_worker_processes_share_the_queue_and_a_sigkilled_job_resumes_elsewhere(
         killed = next(w for w in workers if owner.split(":")[1] == str(w.pid))
         killed.kill()  # SIGKILL: no clean-up of any kind
         killed.wait()
-        lost = job(sessions, long_id)  # left as it was, unless an idle worker saw its process gone
-        assert lost.state in ("running", "queued") and lost.attempt == 1 and lost.step < 100
+        lost = job(sessions, long_id)  # unfinished: as the kill left it, or already taken up again
+        assert lost.state in ("running", "queued") and lost.step < 100
         wait_for(all_finished, "every job to finish")
     finally:
         stop_workers(workers)
