@@ -2,6 +2,7 @@
 
 import argparse
 import shlex
+import signal
 import sys
 import time
 from dataclasses import fields
@@ -13,7 +14,7 @@ from services.pipeline.compress import main as compress_main
 from services.profiler import main as profiler_main
 from services.trainer import main as trainer_main
 from services.trainer.learning.teacher import TeacherConfig, make_teacher
-from shared.db import make_engine, upgrade
+from shared.db import DatabaseUnavailable, engine_from_settings, upgrade, wait_for_database
 from shared.settings import get_settings
 
 
@@ -47,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_db_upgrade() -> None:
+    """Apply every service's migrations, once the database answers (within the start-up wait)."""
     settings = get_settings()
-    engine = make_engine(settings.database_url)
+    engine = engine_from_settings(settings)
+    try:
+        wait_for_database(engine, settings.database_startup_wait_s)
+    except DatabaseUnavailable as exc:
+        sys.exit(f"unast: {exc}; giving up")
     for svc in (profiler_main, trainer_main):
         upgrade(engine, svc.MIGRATIONS, svc.VERSION_TABLE)
     print(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
@@ -72,9 +78,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_run() -> None:
+    """Start the stack; SIGTERM or SIGINT (Ctrl-C) stops every process of it."""
+    signal.signal(signal.SIGTERM, stack.raise_stopped)
     settings = get_settings()
-    cmd_db_upgrade()
-    children = stack.start(settings)
+    try:
+        stack.check_ports(settings)
+        cmd_db_upgrade()
+        children = stack.start(settings)
+    except stack.PortTaken as exc:
+        sys.exit(f"unast run: {exc}")
+    except (KeyboardInterrupt, stack.Stopped):
+        sys.exit("unast run: stopped while starting")
     try:
         for name in ("profiler", "search", "trainer"):
             url = settings.service_url(name)
@@ -83,9 +97,11 @@ def cmd_run() -> None:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         print("a service exited; stopping the others")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, stack.Stopped):
         pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop(children)
 
 

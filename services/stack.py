@@ -1,7 +1,15 @@
-"""Start the whole stack on localhost as child processes, wait until each answers, stop them together."""
+"""Start the whole stack on localhost as child processes, wait until each answers, stop them together.
 
+The launcher owns its children: SIGTERM or SIGINT stops every one (each gets SIGTERM, then SIGKILL
+after a grace period), and on Linux a child also gets SIGTERM if the launcher itself dies without
+warning (SIGKILL), so none is left serving. It refuses to start when one of its ports is taken: a
+service left from an earlier run would otherwise answer in place of the new one.
+"""
+
+import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,16 +37,58 @@ STACK = (
 )
 
 
+class PortTaken(RuntimeError):
+    pass
+
+
+class Stopped(BaseException):
+    """SIGTERM reached the launcher (SIGINT raises KeyboardInterrupt): stop the stack."""
+
+
+def raise_stopped(_signum, _frame) -> None:
+    raise Stopped
+
+
+def check_ports(settings: Settings, processes=STACK) -> None:
+    """PortTaken naming each service whose port something already listens on."""
+    taken = []
+    for proc in processes:
+        if proc.service is None:
+            continue
+        port = getattr(settings, f"{proc.service}_port")
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no owner
+            try:
+                s.bind((settings.host, port))
+            except OSError:
+                taken.append(f"{proc.name} ({settings.host}:{port})")
+    if taken:
+        raise PortTaken(f"port(s) already in use: {', '.join(taken)}; is another stack running?")
+
+
+def _die_with_parent() -> None:  # in the child, before exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the launcher dies
+
+
 def start(settings: Settings, processes=STACK, timeout_s: float = 60.0, log=None) -> list[subprocess.Popen]:
     """Start every process and return once each service's /readyz answers 200. `log`: a file their
     output goes to (default: this process's)."""
+    check_ports(settings, processes)
     env = {**os.environ, **settings.to_env()}
-    children = [
-        subprocess.Popen([sys.executable, "-m", p.module, *p.args], env=env, stdout=log, stderr=log)
-        for p in processes
-    ]
-    deadline = time.monotonic() + timeout_s
+    children: list[subprocess.Popen] = []
     try:
+        for p in processes:
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", p.module, *p.args],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            )
+        deadline = time.monotonic() + timeout_s
         for proc, child in zip(processes, children, strict=True):
             if proc.service is not None:
                 _wait_ready(settings.service_url(proc.service), child, deadline)
@@ -62,12 +112,14 @@ def _wait_ready(url: str, child: subprocess.Popen, deadline: float) -> None:
 
 
 def stop(children: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM every child, then SIGKILL those still running after `grace_s`; reaps them all."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
     for child in children:
         try:
-            child.wait(grace_s)
+            child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()

@@ -1,59 +1,33 @@
 """What every service's FastAPI app has in common: settings on app.state, health, auth, errors.
 
-A service's main.py builds its app with `service_app(...)`, then includes its own routers.
+A service's main.py builds its app with `service_app(...)`, then includes its own routers. Requests
+pass shared/guard.py's checks (token, NUL, size, time, content type, strict JSON) before their route;
+every error, unexpected ones and a failing database included, answers in shared/errors.py's shape.
 """
 
-import hmac
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.db import is_at_head, make_engine, make_sessionmaker, ping, upgrade
-from shared.errors import ApiError, error_body, install_error_handlers
+from shared.db import engine_from_settings, is_at_head, make_sessionmaker, ping, upgrade
+from shared.errors import RETRY_AFTER_S, CatchUnexpected, error_body, install_error_handlers, reason
+from shared.guard import RequestGuard, check_parameters, require_token
+from shared.openapi import document_errors
 from shared.settings import Settings
 
 VERSION = "0.1.0"
 
-
-class BodyLimit:
-    """413 for request bodies over the limit, counted on the bytes received (chunked bodies too).
-
-    Starlette's own limiter answers 413 in plain text; this one keeps the JSON error shape.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        message = f"request body exceeds {self.max_bytes} bytes"
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await JSONResponse(error_body(413, message), 413)(scope, receive, send)
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            msg = await receive()
-            if msg["type"] == "http.request":
-                received += len(msg.get("body", b""))
-                if received > self.max_bytes:  # raised into the body read: the route answers 413
-                    raise HTTPException(413, message)
-            return msg
-
-        await self.app(scope, counting_receive, send)
+log = logging.getLogger("unast.api")
 
 
 def get_settings_from_app(request: Request) -> Settings:
@@ -62,31 +36,23 @@ def get_settings_from_app(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
-_bearer = HTTPBearer(
-    auto_error=False, description="Required on mutating endpoints when UNAST_API_TOKEN is set."
-)
-
-
-def require_token(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Dependency for mutating endpoints: checks the bearer token when one is configured."""
-    if settings.api_token is None:
-        return
-    expected = settings.api_token.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):
-        raise ApiError(401, "missing or wrong bearer token", details={"header": "Authorization"})
-
-
 TokenDep = Depends(require_token)
+
+# the largest value an INTEGER column holds (PostgreSQL's): ids and paging stop there, not in the database
+DB_INT_MAX = 2**31 - 1
+RowId = Annotated[int, PathParam(ge=1, le=DB_INT_MAX, description="A stored row's id.")]
+
+
+class NotReady(Exception):
+    """A readiness check failed for a reason safe to show anyone (other exceptions are only logged)."""
+
 
 health = APIRouter(tags=["health"])
 
 
 @health.get("/healthz", summary="The process is up")
-def healthz(request: Request) -> dict:
+async def healthz(request: Request) -> dict:
+    # answered on the event loop: no thread, no database, whatever those are doing
     return {"status": "ok", "service": request.app.title, "version": VERSION}
 
 
@@ -94,11 +60,27 @@ def healthz(request: Request) -> dict:
     "/readyz", summary="The service's dependencies answer", responses={503: {"description": "Not ready"}}
 )
 async def readyz(request: Request):
+    state = request.app.state
+    if getattr(state, "ready_limiter", None) is None:  # its own threads: never queued behind requests
+        state.ready_limiter = anyio.CapacityLimiter(2)
     try:
-        await run_in_threadpool(request.app.state.ready_check)
+        with anyio.fail_after(state.ready_timeout_s):
+            await anyio.to_thread.run_sync(
+                state.ready_check, abandon_on_cancel=True, limiter=state.ready_limiter
+            )
+    except TimeoutError:
+        message = f"not ready: no answer within {state.ready_timeout_s:g} s"
+    except NotReady as exc:
+        message = f"not ready: {exc}"
+    except SQLAlchemyError as exc:
+        log.warning("not ready: the database failed (%s)", reason(exc))
+        message = "not ready: the database does not answer"
     except Exception as exc:
-        return JSONResponse(error_body(503, f"not ready: {exc}"), 503)
-    return {"status": "ready", "service": request.app.title}
+        log.warning("not ready: %s", reason(exc))
+        message = "not ready: a dependency failed (the service's log says why)"
+    else:
+        return {"status": "ready", "service": request.app.title}
+    return JSONResponse(error_body(503, message), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def service_app(
@@ -107,19 +89,25 @@ def service_app(
     *,
     description: str,
     ready_check: Callable[[], None] = lambda: None,
+    ready_timeout_s: float = 5.0,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager] | None = None,
+    database: bool = False,
 ) -> FastAPI:
     app = FastAPI(
         title=name,
         version=VERSION,
         description=description,
         lifespan=lifespan,
+        dependencies=[Depends(check_parameters)],
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(CatchUnexpected)  # the outermost of ours: it sees what the others raise
     app.state.settings = settings
     app.state.ready_check = ready_check
-    install_error_handlers(app)
+    app.state.ready_timeout_s = ready_timeout_s
+    install_error_handlers(app, database=database)
     app.include_router(health)
+    document_errors(app, database=database)
     return app
 
 
@@ -134,8 +122,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def stateful_service_app(
     name: str, settings: Settings, *, description: str, migrations: Path, version_table: str
 ) -> FastAPI:
-    """A service app with a database: migrations applied at start-up, /readyz checks the store."""
-    engine = make_engine(settings.database_url)
+    """A service app with a database: migrations applied at start-up, /readyz checks the store, and a
+    database that is down or hung is a 503 within the configured timeouts."""
+    engine = engine_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -146,9 +135,18 @@ def stateful_service_app(
     def ready() -> None:
         ping(engine)
         if not is_at_head(engine, migrations, version_table):
-            raise RuntimeError("database schema is not at the latest migration")
+            raise NotReady("the database schema is not at the latest migration")
 
-    app = service_app(name, settings, description=description, ready_check=ready, lifespan=lifespan)
+    app = service_app(
+        name,
+        settings,
+        description=description,
+        ready_check=ready,
+        # a new connection, or a wait for a pooled one, then the two statements
+        ready_timeout_s=settings.database_connect_timeout_s + settings.database_pool_timeout_s + 1,
+        lifespan=lifespan,
+        database=True,
+    )
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     return app

@@ -1,12 +1,25 @@
-"""One JSON error shape for every service: {"error": {"code", "message", "details"}}."""
+"""One JSON error shape for every service: {"error": {"code", "message", "details"}}.
 
+Every failure answers in it, unexpected ones included: those are logged here with their traceback and
+answered as a 500 on a connection that stays open. A database that is down or hung is a 503 with
+Retry-After whose message names no host, port or database (the log has the driver's reason).
+"""
+
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("unast.errors")
+
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait before trying again
 
 _CODES = {
     400: "bad_request",
@@ -14,6 +27,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -24,26 +38,47 @@ _CODES = {
 
 
 class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    details: Any = None
+    code: str = Field(description="Stable, machine-readable: invalid_input, unauthorized, not_found, ...")
+    message: str = Field(description="For people: what was wrong, naming the field when there is one.")
+    details: Any = Field(
+        None, description="invalid_input: a list of {field, message, type}; otherwise what helps, or null."
+    )
 
 
 class ErrorBody(BaseModel):
-    """The body of every error response, for `responses=` in OpenAPI."""
+    """The body of every error response of every service (the OpenAPI documents it on each)."""
 
     error: ErrorDetail
 
 
-class ApiError(Exception):
-    """Raised by routes and services; becomes a JSON error response with this status."""
+class ApiError(HTTPException):
+    """Raised by routes and services; becomes a JSON error response with this status. An
+    HTTPException, so that FastAPI lets it through from a body read (shared/guard.py raises there)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, details: Any = None):
-        super().__init__(message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        super().__init__(status, message, dict(headers or {}))
         self.status = status
         self.code = code or _CODES.get(status, "error")
         self.message = message
         self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            error_body(self.status, self.message, code=self.code, details=self.details),
+            self.status,
+            headers=self.headers,
+        )
 
 
 def not_found(what: str, key: object) -> ApiError:
@@ -59,12 +94,32 @@ def error_body(status: int, message: str, *, code: str | None = None, details: A
     return {"error": {"code": code or _CODES.get(status, "error"), "message": message, "details": details}}
 
 
-def _field(loc: tuple) -> str:
+def unauthorized(message: str = "missing or wrong bearer token") -> ApiError:
+    return ApiError(401, message, details={"header": "Authorization"}, headers={"WWW-Authenticate": "Bearer"})
+
+
+def database_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "the database is unavailable; try again later",
+        code="database_unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _field(loc: Iterable) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def invalid_input(errors: list[dict]) -> ApiError:
+    """A 422 from pydantic's errors, each naming its field."""
+    details = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
+    fields = ", ".join(d["field"] for d in details[:5])
+    return ApiError(422, f"invalid input: {fields}", details=details)
+
+
 async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(exc.status, exc.message, code=exc.code, details=exc.details), exc.status)
+    return exc.response()
 
 
 async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -73,19 +128,68 @@ async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    details = [
-        {"field": _field(err["loc"]), "message": err["msg"], "type": err["type"]} for err in exc.errors()
-    ]
-    fields = ", ".join(d["field"] for d in details[:5])
-    return JSONResponse(error_body(422, f"invalid input: {fields}", details=details), 422)
+    return invalid_input(list(exc.errors())).response()
 
 
-async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: the database failed (%s)", request.method, request.url.path, reason(exc))
+    return database_unavailable().response()
+
+
+def reason(exc: BaseException) -> str:
+    """One line on why a call failed (a driver's error: its first line), for logs."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+
+
+def _internal_error() -> JSONResponse:
     return JSONResponse(error_body(500, "internal error", code="internal_error"), 500)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+    return _internal_error()
+
+
+class CatchUnexpected:
+    """Answers an exception no handler took as a JSON 500 and logs it with its traceback.
+
+    Starlette's own last resort answers and then re-raises, and the server, seeing an exception after
+    a response, drops the kept-alive connection without saying so; here the exception ends with the
+    response and the connection stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except Exception:
+            if started:  # too late for an error response: let the server close the connection
+                raise
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            await _internal_error()(scope, receive, send)
+
+
+DATABASE_ERRORS = (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)
+
+
+def install_error_handlers(app: FastAPI, *, database: bool = False) -> None:
+    """The handlers of every service; `database`: also the 503 of a database that is down or hung."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
+    if database:
+        for error in DATABASE_ERRORS:
+            app.add_exception_handler(error, _database_error)

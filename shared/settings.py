@@ -51,6 +51,31 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="torch intra-op threads for measuring and training (fixed, never auto)."
     )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="Log level.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest a client may take to send a request body; slower is a 408."
+    )
+    # the database: every wait on it is bounded, so a database that is down or hung is a 503, not a hang
+    database_connect_timeout_s: int = Field(
+        5,
+        ge=2,
+        le=600,
+        description="Longest a new PostgreSQL connection may take (whole seconds, at least 2).",
+    )
+    database_pool_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="Longest a request waits for a free connection of the pool."
+    )
+    database_statement_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="PostgreSQL: longest one statement may run; SQLite: longest to wait for the write lock.",
+    )
+    database_startup_wait_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="At start-up, how long services and workers wait for the database before giving up.",
+    )
     # profiler
     profiler_device: str = Field(
         "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="The torch device the profiler measures."

@@ -6,8 +6,12 @@ a worker that was taken for dead (its job re-queued and claimed by another) can 
 that job. Each write is one statement and commits at once, so no lock is held across a job's steps.
 """
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -230,35 +234,52 @@ class JobQueue:
     def recover_stale(
         self, session: Session, *, stale_before: datetime, max_attempts: int
     ) -> dict[str, list[str]]:
-        """Jobs whose worker stopped heartbeating before `stale_before`: cancelled if a cancel was asked,
-        failed once `max_attempts` workers were lost on them, otherwise back in the queue (the next
-        worker resumes from the last checkpoint). Returns the ids per new state."""
+        """Jobs whose worker was lost: its process is gone (a worker of this machine whose pid no longer
+        runs: seen at once), or it stopped heartbeating before `stale_before` (any machine). Such a job
+        is cancelled if a cancel was asked, failed once `max_attempts` workers were lost on it,
+        otherwise back in the queue (the next worker resumes from the last checkpoint). Returns the
+        ids per new state."""
         Job = self.Job
-        stale = (Job.state == "running", Job.heartbeat_at < stale_before)
+        running = Job.state == "running"
+        since = stale_before.isoformat(timespec="seconds")
+        causes = [
+            (
+                "its heartbeat went stale",
+                f"no heartbeat since before {since}",
+                Job.heartbeat_at < stale_before,
+            )
+        ]
+        if gone := self.gone_workers(session):
+            causes.insert(0, ("its process is gone", "its process is gone", Job.worker.in_(gone)))
         now = utcnow()
-        lost = f"no heartbeat since before {stale_before.isoformat(timespec='seconds')}"
-        outcomes = {
-            "cancelled": update(Job)
-            .where(*stale, Job.cancel_requested)
-            .values(state="cancelled", finished_at=now, error=f"cancelled; {lost}: its worker was lost"),
-            "failed": update(Job)
-            .where(*stale, Job.attempt >= max_attempts)
-            .values(
-                state="failed",
-                finished_at=now,
-                error=f"{lost}: gave up, {max_attempts} workers were lost on it",
-            ),
-            "queued": update(Job).where(*stale).values(state="queued", worker=None),
-        }
-        changed: dict[str, list[str]] = {}
-        for state, stmt in outcomes.items():
-            rows = session.execute(stmt.values(message=state).returning(Job.id, Job.attempt)).all()
-            changed[state] = [job_id for job_id, _ in rows]
-            for job_id, attempt in rows:
-                message = f"worker lost (its heartbeat went stale): {state}"
-                session.add(self.Log(job_id=job_id, attempt=attempt, message=message))
+        changed: dict[str, list[str]] = {"cancelled": [], "failed": [], "queued": []}
+        for cause, why, lost in causes:
+            outcomes = {
+                "cancelled": update(Job)
+                .where(running, lost, Job.cancel_requested)
+                .values(state="cancelled", finished_at=now, error=f"cancelled; {why}: its worker was lost"),
+                "failed": update(Job)
+                .where(running, lost, Job.attempt >= max_attempts)
+                .values(
+                    state="failed",
+                    finished_at=now,
+                    error=f"{why}: gave up, {max_attempts} workers were lost on it",
+                ),
+                "queued": update(Job).where(running, lost).values(state="queued", worker=None),
+            }
+            for state, stmt in outcomes.items():
+                rows = session.execute(stmt.values(message=state).returning(Job.id, Job.attempt)).all()
+                changed[state] += [job_id for job_id, _ in rows]
+                for job_id, attempt in rows:
+                    message = f"worker lost ({cause}): {state}"
+                    session.add(self.Log(job_id=job_id, attempt=attempt, message=message))
         session.commit()
         return changed
+
+    def gone_workers(self, session: Session) -> list[str]:
+        """Workers of running jobs that ran on this machine and whose process no longer runs."""
+        workers = session.scalars(select(self.Job.worker).where(self.Job.state == "running").distinct())
+        return [w for w in workers if w is not None and process_gone(w)]
 
     def append_log(self, session: Session, *, job_id: str, attempt: int, message: str) -> None:
         session.add(self.Log(job_id=job_id, attempt=attempt, message=message))
@@ -276,6 +297,29 @@ class JobQueue:
         artifact.created_at = utcnow()
         session.add(artifact)
         session.commit()
+
+
+def worker_name() -> str:
+    """host:pid:random, unique per worker process; host and pid tell whether it still runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def process_gone(worker: str) -> bool:
+    """Whether a worker named by worker_name() ran on this machine and its process has ended."""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's (or a name of another form): only its heartbeat tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's process has that pid now... or it is ours under another user
+    try:  # a zombie (dead, not yet reaped by its parent) still answers the signal
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def stale_cutoff(stale_s: float) -> datetime:

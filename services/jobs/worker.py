@@ -6,16 +6,17 @@ job whose heartbeat is older than `stale_s` lost its worker (killed, machine gon
 any idle worker -- at start and then every half stale interval -- and the next worker resumes it from
 its last checkpoint (or fails it, after `max_attempts` lost workers). Setting `stop` (SIGTERM, SIGINT)
 stops the worker at the running job's next step and puts that job back in the queue. A database that
-goes away does not kill an idle worker: it logs and tries again with back-off.
+goes away does not kill an idle worker: it logs and tries again with back-off; at start-up a worker
+waits for the database up to UNAST_DATABASE_STARTUP_WAIT_S (one log line per attempt), then gives up
+with shared.db.DatabaseUnavailable.
 """
 
 import logging
-import os
-import socket
+import signal
+import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.jobs.context import JobStopped, QueuedContext
 from services.jobs.kind import JobKind
-from services.jobs.queue import JobQueue, stale_cutoff
+from services.jobs.queue import JobQueue, stale_cutoff, worker_name
 from services.jobs.tables import JobColumns
-from shared.db import make_engine, make_sessionmaker
+from shared.db import DatabaseUnavailable, engine_from_settings, make_sessionmaker, wait_for_database
 from shared.settings import Settings
 
 log = logging.getLogger("unast.jobs.worker")
@@ -95,13 +96,17 @@ class Worker:
         self.queue = queue
         self.config = config
         self.migrate = migrate
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.engine = make_engine(settings.database_url)
+        self.name = worker_name()
+        self.engine = engine_from_settings(settings)
         self.sessions = make_sessionmaker(self.engine)
         self.next_recovery = 0.0  # time.monotonic() when to look for stale jobs again
 
     def serve(self, stop: threading.Event) -> None:
-        """Run jobs until `stop` is set (then the running job goes back to the queue)."""
+        """Run jobs until `stop` is set (then the running job goes back to the queue). Raises
+        DatabaseUnavailable when the database does not answer within the start-up wait."""
+        wait_for_database(self.engine, self.settings.database_startup_wait_s, stop)
+        if stop.is_set():
+            return
         self.migrate(self.engine)
         log.info("worker %s runs kinds %s", self.name, sorted(self.kinds) or "(none)")
         failures = 0
@@ -130,8 +135,11 @@ class Worker:
         return changed
 
     def run_next(self, stop: threading.Event) -> bool:
-        """Recover stale jobs (when due), then claim and run one job; False when none was queued."""
-        if time.monotonic() >= self.next_recovery:
+        """Recover lost jobs (when due, or at once when a worker of this machine is gone), then claim
+        and run one job; False when none was queued."""
+        with self.sessions() as session:
+            due = time.monotonic() >= self.next_recovery or self.queue.gone_workers(session)
+        if due:
             self.recover()
             # every half stale interval: a lost job waits at most 1.5 x the stale interval
             self.next_recovery = time.monotonic() + self.config.stale_s / 2
@@ -215,3 +223,16 @@ class Worker:
                 result = value if outcome == "succeeded" else None
                 self.queue.finish(session, state=outcome, result=result, error=error, **finish)
         ctx.log(f"{outcome}" + (f": {error}" if error and outcome != "succeeded" else ""))
+
+
+def serve_process(command: str, worker: Worker) -> None:
+    """The body of a `worker` command: logs to stderr, stops on SIGTERM or SIGINT (the running job goes
+    back to the queue), and exits with one line when the database never answers at start-up."""
+    logging.basicConfig(level=worker.settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        worker.serve(stop)
+    except DatabaseUnavailable as exc:
+        sys.exit(f"{command}: {exc}; giving up")

@@ -7,8 +7,6 @@ runs the jobs the API queues. Results are printed as the API's JSON.
 
 import argparse
 import json
-import logging
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -142,13 +140,10 @@ def _validate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _worker(settings: Settings) -> None:
+    from services.jobs.worker import serve_process
     from services.profiler.worker import profiler_worker
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    profiler_worker(settings).serve(stop)
+    serve_process("unast-profiler worker", profiler_worker(settings))
 
 
 def _read(args: argparse.Namespace, settings: Settings) -> None:

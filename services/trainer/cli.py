@@ -3,9 +3,6 @@ from a spec file without the queue (alone or under torchrun)."""
 
 import argparse
 import json
-import logging
-import signal
-import threading
 from pathlib import Path
 
 from shared.serve import serve
@@ -27,15 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_worker(kinds=None) -> None:
+    from services.jobs.worker import serve_process
     from services.trainer.kinds import KINDS
     from services.trainer.worker import trainer_worker
 
-    settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    trainer_worker(settings, kinds or KINDS).serve(stop)
+    serve_process("unast-trainer worker", trainer_worker(get_settings(), kinds or KINDS))
 
 
 def run_data(out: Path | None, vocab_size: int) -> None:

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from services.profiler import store
 from services.profiler.deps import ThisDeviceDep
-from shared.api import SessionDep
+from shared.api import RowId, SessionDep
 from shared.errors import not_found
 from shared.schemas.lut import Device, ThisDevice
 
@@ -24,7 +24,7 @@ def list_devices(session: SessionDep) -> list[Device]:
 
 
 @router.get("/{device_id}", summary="One device, with its fingerprint", responses={404: {}})
-def get_device(device_id: int, session: SessionDep) -> Device:
+def get_device(device_id: RowId, session: SessionDep) -> Device:
     device = store.get_device(session, device_id=device_id)
     if device is None:
         raise not_found("device", device_id)

@@ -10,7 +10,7 @@ from services.profiler.jobs import BuildSpec, stale_after_s, submit
 from services.profiler.limits import check_build
 from services.profiler.lookup import cost_table
 from services.profiler.shapes import model_directory_shape, resolved
-from shared.api import SessionDep, SettingsDep, TokenDep
+from shared.api import DB_INT_MAX, RowId, SessionDep, SettingsDep, TokenDep
 from shared.schemas.lut import BuildRequest, CostTable, Dtype, Job, Lut, LutSummary, Regime, shape_hash
 
 router = APIRouter(prefix="/v1/luts", tags=["luts"])
@@ -37,7 +37,7 @@ def build_lut(
 def list_luts(
     session: SessionDep,
     settings: SettingsDep,
-    device_id: int | None = None,
+    device_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
     shape: Annotated[
         str | None,
         Query(
@@ -47,8 +47,8 @@ def list_luts(
         ),
     ] = None,
     regime: Regime | None = None,
-    batch: Annotated[int | None, Query(ge=1)] = None,
-    length: Annotated[int | None, Query(ge=1)] = None,
+    batch: Annotated[int | None, Query(ge=1, le=4096)] = None,
+    length: Annotated[int | None, Query(ge=1, le=1_048_576)] = None,
     dtype: Dtype | None = None,
 ) -> list[LutSummary]:
     if shape is not None and "/" in shape:  # a model directory: its LUTs are those of its shape's hash
@@ -61,7 +61,7 @@ def list_luts(
 @router.get(
     "/{lut_id}", summary="One LUT with its fixed part and every operator's entry", responses={404: {}}
 )
-def get_lut(lut_id: int, session: SessionDep) -> Lut:
+def get_lut(lut_id: RowId, session: SessionDep) -> Lut:
     return lut_or_404(session, lut_id)
 
 
@@ -70,5 +70,5 @@ def get_lut(lut_id: int, session: SessionDep) -> Lut:
     summary="The LUT as a search request's slots and candidate costs (scores to be joined)",
     responses={404: {}},
 )
-def export_lut(lut_id: int, session: SessionDep) -> CostTable:
+def export_lut(lut_id: RowId, session: SessionDep) -> CostTable:
     return cost_table(lut_or_404(session, lut_id))

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from services.profiler.deps import lut_for_request
 from services.profiler.lookup import NotMeasured, entry_for, estimate
-from shared.api import SessionDep, SettingsDep
+from shared.api import RowId, SessionDep, SettingsDep
 from shared.errors import ApiError, invalid
 from shared.schemas.lut import Estimate, EstimateRequest, OperatorCost, OperatorCostRequest
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/devices/{device_id}", tags=["queries"])
     responses={404: {"description": "No such device, LUT, or operator not measured"}},
 )
 def operator_cost(
-    device_id: int, request: OperatorCostRequest, session: SessionDep, settings: SettingsDep
+    device_id: RowId, request: OperatorCostRequest, session: SessionDep, settings: SettingsDep
 ) -> OperatorCost:
     lut = lut_for_request(session, settings, device_id, request)
     try:
@@ -33,7 +33,7 @@ def operator_cost(
     responses={404: {"description": "No such device, LUT, or an operator not measured"}},
 )
 def estimate_architecture(
-    device_id: int, request: EstimateRequest, session: SessionDep, settings: SettingsDep
+    device_id: RowId, request: EstimateRequest, session: SessionDep, settings: SettingsDep
 ) -> Estimate:
     lut = lut_for_request(session, settings, device_id, request)
     try:

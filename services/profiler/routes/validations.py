@@ -6,7 +6,7 @@ from services.profiler import store
 from services.profiler.deps import ThisDeviceDep, lut_or_404
 from services.profiler.jobs import ValidationSpec, stale_after_s, submit
 from services.profiler.limits import check_validation
-from shared.api import SessionDep, SettingsDep, TokenDep
+from shared.api import RowId, SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, not_found
 from shared.schemas.lut import Job, Validation, ValidationRequest
 
@@ -21,7 +21,11 @@ router = APIRouter(prefix="/v1", tags=["validations"])
     responses={404: {}, 409: {"description": "The LUT belongs to another device"}},
 )
 def validate_lut(
-    lut_id: int, request: ValidationRequest, session: SessionDep, settings: SettingsDep, device: ThisDeviceDep
+    lut_id: RowId,
+    request: ValidationRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    device: ThisDeviceDep,
 ) -> Job:
     lut = lut_or_404(session, lut_id)
     owner = store.get_device(session, device_id=lut.device_id)
@@ -37,7 +41,7 @@ def validate_lut(
 
 
 @router.get("/luts/{lut_id}/validations", summary="Validations of one LUT", responses={404: {}})
-def list_validations(lut_id: int, session: SessionDep) -> list[Validation]:
+def list_validations(lut_id: RowId, session: SessionDep) -> list[Validation]:
     lut_or_404(session, lut_id)
     return store.list_validations(session, lut_id=lut_id)
 
@@ -45,7 +49,7 @@ def list_validations(lut_id: int, session: SessionDep) -> list[Validation]:
 @router.get(
     "/validations/{validation_id}", summary="Predicted vs measured, per architecture", responses={404: {}}
 )
-def get_validation(validation_id: int, session: SessionDep) -> Validation:
+def get_validation(validation_id: RowId, session: SessionDep) -> Validation:
     validation = store.get_validation(session, validation_id=validation_id)
     if validation is None:
         raise not_found("validation", validation_id)

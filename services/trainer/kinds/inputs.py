@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from services.trainer.models import QUEUE, Job
+from services.trainer.named_teacher import check_named_teacher
 from shared.errors import invalid
 from shared.paths import confine, input_roots
 from shared.schemas.operators import Architecture, is_teacher, spec_name
@@ -47,6 +48,7 @@ def model_dir(field: str, path: str, settings: Settings, *, tokenizer: bool = Tr
     for file in opened:
         if file.exists():
             inside_roots(field, file, settings)  # a file that links out of the roots is refused
+    check_named_teacher(field, directory, settings)
     return directory
 
 

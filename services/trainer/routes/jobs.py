@@ -6,7 +6,8 @@ from fastapi import APIRouter, Body, Header, Query, Response
 
 from services.trainer.deps import QUEUE, JobId, found
 from services.trainer.kinds import KINDS, JobSpec
-from shared.api import SessionDep, SettingsDep, TokenDep
+from services.trainer.memory import check_memory
+from shared.api import DB_INT_MAX, SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, invalid
 from shared.schemas.jobs import Job, JobPage, JobResult, JobState, spec_digest
 
@@ -18,7 +19,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     status_code=201,
     dependencies=[TokenDep],
     summary="Submit a job",
-    responses={200: {"description": "Replayed: a job with this Idempotency-Key and body already exists"}},
+    responses={
+        200: {"model": Job, "description": "Replayed: a job with this Idempotency-Key and body exists"}
+    },
 )
 def submit(
     spec: Annotated[JobSpec, Body()],
@@ -35,6 +38,7 @@ def submit(
     ] = None,
 ) -> Job:
     spec = KINDS[spec.kind].check(spec, settings, session)
+    check_memory(spec, settings, session)
     job, created = QUEUE.submit(session, spec=spec, idempotency_key=idempotency_key)
     if not created:
         if job.spec_digest != spec_digest(spec):
@@ -49,7 +53,7 @@ def list_jobs(
     state: Annotated[JobState | None, Query()] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> JobPage:
     page, total = QUEUE.page(session, state=state, kind=kind, limit=limit, offset=offset)
     return JobPage(jobs=[Job.model_validate(job) for job in page], total=total)

@@ -168,8 +168,9 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
 @pytest.mark.slow
 def test_worker_processes_share_the_queue_and_a_sigkilled_job_resumes_elsewhere(settings, sessions):
     """Three `unast-trainer worker` processes on one database. The one running the long job is
-    SIGKILLed mid-way: another re-queues it (stale heartbeat), resumes it from its last checkpoint,
-    and the result equals an uninterrupted run's. Every other job runs exactly once."""
+    SIGKILLed mid-way: another re-queues it (its process is gone, or its heartbeat went stale),
+    resumes it from its last checkpoint, and the result equals an uninterrupted run's. Every other
+    job runs exactly once."""
     settings = fast(settings, trainer_stale_s=3.0)
     spec = LinearSpec(steps=100, checkpoint_every=10, step_delay_s=0.025)  # killed with 80 steps to go
     long_id = submit(sessions, spec)  # the oldest: the first claim takes it
@@ -189,8 +190,8 @@ def test_worker_processes_share_the_queue_and_a_sigkilled_job_resumes_elsewhere(
         killed = next(w for w in workers if owner.split(":")[1] == str(w.pid))
         killed.kill()  # SIGKILL: no clean-up of any kind
         killed.wait()
-        lost = job(sessions, long_id)
-        assert (lost.state, lost.attempt, lost.worker) == ("running", 1, owner) and lost.step < 100
+        lost = job(sessions, long_id)  # unfinished: as the kill left it, or already taken up again
+        assert lost.state in ("running", "queued") and lost.step < 100
         wait_for(all_finished, "every job to finish")
     finally:
         stop_workers(workers)
@@ -199,7 +200,10 @@ def test_worker_processes_share_the_queue_and_a_sigkilled_job_resumes_elsewhere(
     resumed = job(sessions, long_id)
     assert (resumed.state, resumed.attempt) == ("succeeded", 2) and resumed.worker != owner
     lines = log_lines(sessions, long_id)
-    assert "worker lost (its heartbeat went stale): queued" in lines
+    assert {
+        "worker lost (its process is gone): queued",
+        "worker lost (its heartbeat went stale): queued",
+    } & set(lines)
     resumed_at = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("resuming from")]
     assert resumed_at and resumed_at[0] >= 20
     reference_id = submit(sessions, spec.model_copy(update={"step_delay_s": 0.0}))

@@ -85,10 +85,9 @@ def test_a_killed_build_leaves_no_lut_and_its_job_is_reported_failed(settings, t
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     assert counts(sessions) == (0, 0)
-    time.sleep(2.5)  # ten heartbeat intervals of silence
-    with sessions() as s:
-        job = store.get_job(s, job_id=job.id, stale_after_s=2.0)
-        assert job.state == "failed" and "no heartbeat" in job.error
+    with sessions() as s:  # its process is gone on this machine: seen at once, no heartbeat to wait for
+        job = store.get_job(s, job_id=job.id, stale_after_s=3600)
+        assert job.state == "failed" and "its process is gone" in job.error
     engine.dispose()
 
 

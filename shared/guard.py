@@ -1,0 +1,249 @@
+"""What a request must pass before its route runs, in the order a client should hear about it.
+
+FastAPI parses a body before it runs the route's dependencies (a request without its token but with
+malformed JSON would hear about the JSON), reads a body of any content type, and takes JSON leniently
+("10" and true are numbers to it). Two hooks put the checks in order:
+
+- `RequestGuard`, a middleware, refuses a declared size over `max_body_bytes` (413) and wraps the
+  body's reading. When a route with a body asks for it (FastAPI has routed the request by then), it
+  checks, in order: the bearer token, on routes that take one (401 with `WWW-Authenticate: Bearer`);
+  the body received within `body_timeout_s` (408) and `max_body_bytes` (413, counted on the bytes
+  received, chunked bodies too); sent as JSON (415); no NUL or unpaired surrogate in its strings
+  (422: PostgreSQL stores neither); JSON's types taken strictly, a string or a boolean is not a
+  number (422 naming the field; an integer still is a number where a float is expected). Then the
+  route gets the body, and FastAPI validates it as usual.
+- `check_parameters`, a dependency of every route (run before the route's own), checks the token on
+  routes that take one, then that no path or query parameter the route reads holds a NUL (422).
+
+Their errors are ApiErrors, which FastAPI lets through from a body read (they are HTTPExceptions).
+"""
+
+import hmac
+import json
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import ApiError, invalid, invalid_input, unauthorized
+from shared.settings import Settings
+
+JSON_TYPE = "application/json"
+
+_bearer = HTTPBearer(
+    auto_error=False, description="Required on mutating endpoints when UNAST_API_TOKEN is set."
+)
+
+
+def token_ok(settings: Settings, authorization: str | None) -> bool:
+    """Whether an Authorization header carries the configured token (any does when none is set)."""
+    if settings.api_token is None:
+        return True
+    scheme, given = get_authorization_scheme_param(authorization)
+    expected = settings.api_token.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), expected)
+
+
+def require_token(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Dependency of mutating endpoints. It marks the route for the guard, which checks the token
+    before anything else, and documents the scheme in the OpenAPI."""
+    if not token_ok(request.app.state.settings, request.headers.get("authorization")):
+        raise unauthorized()
+
+
+# -- what a route takes (FastAPI's route objects, as they are once routed) -----------------------------
+
+
+def routed(scope: Scope) -> Any:
+    """The API route FastAPI chose for this request (as included: prefix and router dependencies),
+    or None before routing or for other routes (docs, 404)."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    route = context if context is not None else scope.get("route")
+    return route if getattr(route, "dependant", None) is not None else None
+
+
+def params(dependant: Dependant, kind: str) -> list:
+    """The route's parameters of one kind ("path_params", "query_params", ...), its dependencies' too."""
+    return [*getattr(dependant, kind), *(p for d in dependant.dependencies for p in params(d, kind))]
+
+
+def depends_on_token(dependant: Dependant) -> bool:
+    return any(d.call is require_token or depends_on_token(d) for d in dependant.dependencies)
+
+
+class _PerRoute:
+    """What the checks need of a route, worked out once (routes are not hashable: keyed by id; they
+    live as long as the app)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, str], Any] = {}
+
+    def _get(self, route: Any, what: str, make) -> Any:
+        key = (id(route), what)
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def takes_token(self, route: Any) -> bool:
+        return self._get(route, "token", lambda: depends_on_token(route.dependant))
+
+    def query_names(self, route: Any) -> set[str]:
+        return self._get(route, "query", lambda: {p.alias for p in params(route.dependant, "query_params")})
+
+    def body_type(self, route: Any) -> TypeAdapter:
+        field = route.body_field
+        return self._get(
+            route, "body", lambda: TypeAdapter(Annotated[field.field_info.annotation, field.field_info])
+        )
+
+
+_ROUTES = _PerRoute()
+
+
+# -- the path and the query ----------------------------------------------------------------------------
+
+
+def check_parameters(request: Request) -> None:
+    """App-wide dependency: the token first, then no NUL in a path or query parameter the route reads."""
+    route = routed(request.scope)
+    if route is None:
+        return
+    if _ROUTES.takes_token(route) and not token_ok(
+        request.app.state.settings, request.headers.get("authorization")
+    ):
+        raise unauthorized()
+    for name, value in request.path_params.items():
+        if "\x00" in str(value):
+            raise invalid(f"path.{name}", "NUL characters are not allowed")
+    names = _ROUTES.query_names(route)
+    for name, value in request.query_params.multi_items():
+        if name in names and "\x00" in value:
+            raise invalid(f"query.{name}", "NUL characters are not allowed")
+
+
+# -- the body ------------------------------------------------------------------------------------------
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+            return await self._too_large().response()(scope, receive, send)
+        await self.app(scope, self._guarded(scope, receive), send)
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413, f"request body exceeds {self.settings.max_body_bytes} bytes", headers={"Connection": "close"}
+        )
+
+    def _guarded(self, scope: Scope, receive: Receive) -> Receive:
+        first, received = True, 0
+
+        async def guarded_receive() -> Message:
+            nonlocal first, received
+            if first:
+                first = False
+                route = routed(scope)
+                if route is not None and route.body_field is not None:  # the route reads its body now
+                    headers = Headers(scope=scope)
+                    if _ROUTES.takes_token(route) and not token_ok(
+                        self.settings, headers.get("authorization")
+                    ):
+                        raise unauthorized()
+                    body = await self._receive_body(receive)
+                    if body is not None:
+                        self._check_body(headers, route, body)
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return {"type": "http.disconnect"}
+            message = await receive()  # a route without a body, or a disconnect listener afterwards
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.settings.max_body_bytes:
+                    raise self._too_large()
+            return message
+
+        return guarded_receive
+
+    async def _receive_body(self, receive: Receive) -> bytes | None:
+        """The whole body; None if the client went away."""
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.settings.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.settings.max_body_bytes:
+                    raise self._too_large()
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {self.settings.body_timeout_s:g} s",
+            headers={"Connection": "close"},
+        )
+
+    def _check_body(self, headers: Headers, route: Any, body: bytes) -> None:
+        if not body:
+            return  # FastAPI says what is missing
+        content_type = headers.get("content-type")
+        if not _is_json(content_type):
+            raise ApiError(
+                415,
+                f"send the body as JSON, with Content-Type: {JSON_TYPE} "
+                f"(got {content_type or 'no Content-Type'})",
+                details={"header": "Content-Type", "expected": JSON_TYPE},
+            )
+        if b"\\u" in body:  # NUL and unpaired surrogates can only be written as \u escapes
+            try:
+                problem = _bad_text(json.loads(body), ("body",))
+            except ValueError:
+                problem = None  # not JSON: the strict validation below says so
+            if problem is not None:
+                raise invalid(*problem)
+        try:
+            _ROUTES.body_type(route).validate_json(body, strict=True)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            raise invalid_input([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _bad_text(value: Any, loc: tuple) -> tuple[str, str] | None:
+    """(field, problem) of the first string a database could not store, or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return ".".join(map(str, loc)), "NUL characters are not allowed"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return ".".join(map(str, loc)), "unpaired surrogates are not allowed"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and (problem := _bad_text(key, (*loc, "<key>"))):
+            return problem
+        if problem := _bad_text(item, (*loc, key)):
+            return problem
+    return None
