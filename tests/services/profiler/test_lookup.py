@@ -110,11 +110,17 @@ def test_export_is_the_search_request_shape_with_the_teacher_as_reference(lut):
         assert len(ids) == len(set(ids))
         assert [c.operator for c in slot.candidates if c.reference] == [teacher_operator(SHAPE, slot_type)]
         assert {"identity", "linear"} <= set(ids)
-        assert all(set(c.costs) == set(COST_NAMES) for c in slot.candidates)
+        assert all(set(c.costs) == {*COST_NAMES, "kv_cache_bytes"} for c in slot.candidates)
         assert all(c.id == spec_name(c.operator) for c in slot.candidates)
     attn = table.slots[0].candidates
     assert {c.id for c in attn} == {"identity", "linear", "attn_h4_kv2_d16", "attn_h2_kv1_d8"}
     assert next(c for c in attn if c.id == "attn_h4_kv2_d16").costs["latency_ms"] == 3.0
     assert table.fixed["latency_ms"] == 1.25
+    # the KV cache of the LUT's regime, and how the costs add up: as the estimate adds them
+    attention = next(c for c in attn if c.id == "attn_h4_kv2_d16").costs
+    # decode: one new token after KEY.length cached ones
+    assert attention["kv_cache_bytes"] == attention["kv_bytes_per_token"] * KEY.batch * (KEY.length + 1)
+    assert table.peak_costs == ["activation_bytes"]
+    assert table.derived_costs == {"memory_bytes": ["weight_bytes", "kv_cache_bytes", "activation_bytes"]}
     body = table.model_dump(mode="json")  # what tooling joins scores into and posts to the search
     assert set(body["slots"][0]["candidates"][0]) == {"id", "costs", "reference", "operator"}
