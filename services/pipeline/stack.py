@@ -46,7 +46,10 @@ def services(settings: Settings, log_file: Path) -> Iterator[Services]:
     if not any(answering.values()):
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log:
-            children = stack.start(settings, log=log, timeout_s=180.0)
+            try:
+                children = stack.start(settings, log=log, timeout_s=180.0)
+            except (stack.PortTaken, RuntimeError, TimeoutError) as exc:
+                raise StackError(f"no stack answers and the embedded one did not start: {exc}") from None
     elif not all(answering.values()):
         missing = ", ".join(f"{n} ({urls[n]})" for n, ok in answering.items() if not ok)
         raise StackError(f"a stack answers, but not all of it: no answer from {missing}")
