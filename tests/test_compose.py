@@ -1,6 +1,7 @@
 """docker-compose.yml checked against the code (no Docker engine here to run it)."""
 
 import importlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -77,3 +78,16 @@ def test_database_users_wait_for_a_healthy_database(name):
         f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@db:5432/{env['POSTGRES_DB']}"
     )
     assert url == expected
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_host_models_are_inside_the_input_roots_at_their_host_path(name):
+    """`unast compress` on the host sends the teacher's resolved host path: every service that opens
+    model folders sees the host's models/ at that same path, inside its input roots."""
+    svc = APP_SERVICES[name]
+    roots = _environment(svc).get("UNAST_INPUT_ROOTS")
+    if roots is None:  # the search opens no files
+        return
+    mounts = [v.split(":") for v in svc["volumes"]]
+    assert ["${PWD}/models", "${PWD}/models", "ro"] in mounts
+    assert "${PWD}/models" in json.loads(roots)
