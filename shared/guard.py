@@ -80,17 +80,14 @@ def depends_on_token(dependant: Dependant) -> bool:
 
 
 class _PerRoute:
-    """What the checks need of a route, worked out once (routes are not hashable: keyed by id; they
-    live as long as the app)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[int, str], Any] = {}
+    """What the checks need of a route, worked out once and kept on the route itself (routes are not
+    hashable, and an id outlives its route: a later app's route could inherit a dead one's answers)."""
 
     def _get(self, route: Any, what: str, make) -> Any:
-        key = (id(route), what)
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+        cache = route.__dict__.setdefault("_unast_guard", {})
+        if what not in cache:
+            cache[what] = make()
+        return cache[what]
 
     def takes_token(self, route: Any) -> bool:
         return self._get(route, "token", lambda: depends_on_token(route.dependant))

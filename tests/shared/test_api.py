@@ -4,6 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
+from shared import guard
 from shared.api import TokenDep, service_app
 from shared.errors import ApiError
 from shared.settings import Settings
@@ -103,3 +104,16 @@ def test_health_and_docs():
 def test_readyz_is_503_when_a_dependency_fails():
     app = service_app("t", Settings(), description="t", ready_check=lambda: 1 / 0)
     assert_error(TestClient(app).get("/readyz"), 503, "not_ready")
+
+
+
+def test_a_new_app_never_inherits_a_dead_apps_route_answers(monkeypatch):
+    """What the guard works out about a route stays with that route: apps come and go (tests, reloads)
+    and a new route may take a dead one's memory address, which once made /healthz demand a token.
+    Here every object has the same address, the worst case of that reuse."""
+    monkeypatch.setattr(guard, "id", lambda _: 0, raising=False)
+    client = make_client(api_token="tok")
+    item = client.post("/items", json={"name": "a", "size": 1}, headers={"Authorization": "Bearer tok"})
+    assert item.status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/items/x").status_code == 404
