@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -222,10 +222,19 @@ class JobQueue:
         return True
 
     def release(self, session: Session, *, job_id: str, worker: str, step: int) -> bool:
-        """Give a job back to the queue (the worker is shutting down); a graceful stop costs no attempt."""
+        """Give a job back to the queue (the worker is shutting down); a graceful stop costs no attempt.
+        A job whose cancel was asked is cancelled instead: nobody wants it run again."""
+        Job = self.Job
+        asked = Job.cancel_requested.is_(True)
         updated = session.execute(
             self._mine(job_id, worker).values(
-                state="queued", worker=None, step=step, attempt=self.Job.attempt - 1, message="released"
+                state=case((asked, "cancelled"), else_="queued"),
+                worker=None,
+                step=step,
+                attempt=Job.attempt - 1,
+                message=case((asked, "cancelled"), else_="released"),
+                error=case((asked, "cancelled: its worker stopped before the job did"), else_=Job.error),
+                finished_at=case((asked, utcnow()), else_=Job.finished_at),
             )
         )
         session.commit()

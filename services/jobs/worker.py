@@ -202,7 +202,9 @@ class Worker:
         with self.sessions() as session:
             if outcome == "released":
                 self.queue.release(session, job_id=ctx.job_id, worker=self.name, step=ctx.step_done)
-                ctx.log(f"released: {error}")
+                state = self.queue.get(session, job_id=ctx.job_id).state
+                stopped = "cancelled: asked to, as its worker stopped"
+                ctx.log(f"released: {error}" if state == "queued" else stopped)
                 return
             step = ctx.steps if outcome == "succeeded" and ctx.steps is not None else ctx.step_done
             finish = {"job_id": ctx.job_id, "worker": self.name, "step": step, "steps": ctx.steps}

@@ -102,9 +102,9 @@ def trainer_job(
     attempt = record.get("attempt", 0) if record.get("key") == key else 0
     job_id = record.get("job_id") if record.get("key") == key else None
     if job_id is not None:
-        state = run.services.trainer.job(job_id).state
-        if state in ("failed", "cancelled"):
-            attempt += 1  # that key is spent: the same spec again, under a new key
+        job = run.services.trainer.job(job_id)
+        if job.state in ("failed", "cancelled") or job.cancel_requested:
+            attempt += 1  # that key is spent (a stopped run cancels its job): the same spec, a new key
             job_id = None
     run.record.start(stage, key)
     if job_id is None:

@@ -106,7 +106,6 @@ def test_readyz_is_503_when_a_dependency_fails():
     assert_error(TestClient(app).get("/readyz"), 503, "not_ready")
 
 
-
 def test_a_new_app_never_inherits_a_dead_apps_route_answers(monkeypatch):
     """What the guard works out about a route stays with that route: apps come and go (tests, reloads)
     and a new route may take a dead one's memory address, which once made /healthz demand a token.

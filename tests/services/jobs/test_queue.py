@@ -119,3 +119,17 @@ def test_a_released_job_gets_its_attempt_back(sessions):
         assert QUEUE.release(session, job_id=job_id, worker="w1", step=3)
         job = QUEUE.get(session, job_id=job_id)
         assert (job.state, job.attempt, job.step, job.worker) == ("queued", 0, 3, None)
+
+
+def test_a_released_job_whose_cancel_was_asked_is_cancelled_not_queued(sessions):
+    """A stop that reaches the worker before the job sees its cancel (a pipeline's Ctrl-C stops both)
+    must not hand the job to the next worker, which would only cancel it then."""
+    (job_id,) = submit(sessions)
+    claim(sessions)
+    with sessions() as session:
+        QUEUE.cancel(session, job_id=job_id)
+        assert QUEUE.release(session, job_id=job_id, worker="w1", step=3)
+        job = QUEUE.get(session, job_id=job_id)
+        assert (job.state, job.worker, job.step) == ("cancelled", None, 3)
+        assert job.finished_at is not None and "cancelled" in job.error
+    assert claim(sessions, "w2") is None
