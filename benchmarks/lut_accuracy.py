@@ -64,7 +64,7 @@ def bench(shape: str, length: int, args: argparse.Namespace, settings: Settings)
         f"{statistics.mean(r.error for r in results):+.2%} -> {verdict} the target "
         f"(<= {TARGET_MEDIAN:.0%} / {TARGET_WORST:.0%})   ({load()})"
     )
-    # drift: the reference parts (fixed part, teacher operators) ran this much slower (+) than in the LUT;
+    # drift: the LUT's parts, re-timed after the models, ran this much slower (+) than in the LUT;
     # dividing it out shows what the errors would be on a device whose speed held still
     corrected = [
         abs((r.predicted_ms * (1 + validated.drift) - r.measured.p10_ms) / r.measured.p10_ms) for r in results

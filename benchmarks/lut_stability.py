@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.lut_stability [--builds 5] [--shape tiny] [--length 128]
 
-Each round: a LUT build (which re-times its reference parts at its end, timing everything again if
+Each round: a LUT build (which re-times all its parts at its end, timing everything again if
 they moved, and says whether it is stable), then a validation of held-out random architectures (a
 seed of their own each round, so no round validates what another did) timed whole against the LUT.
 Per round: the build's own drift and verdict, whether it timed twice, the validation's median and

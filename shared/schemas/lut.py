@@ -129,9 +129,9 @@ class BuildOptions(Measuring):
         gt=0,
         le=1,
         allow_inf_nan=False,
-        description="At its end a build re-times its reference parts (the fixed part and the teacher's "
-        "operators); if they moved by more than this fraction it times everything again, and if they "
-        "moved again the LUT is marked unstable.",
+        description="At its end a build re-times all its parts together, as it timed them; if their sum "
+        "moved by more than this fraction it times everything again, and if it moved again the LUT is "
+        "marked unstable.",
     )
 
 
@@ -196,8 +196,8 @@ class LutSummary(_Schema):
     )
     build_seconds: float
     drift: float | None = Field(
-        description="How much slower (+) or faster (-) the reference parts ran at the end of the build than "
-        "during it (None: built before builds checked this)."
+        description="How much slower (+) or faster (-) the parts ran, all re-timed at the end of the build, "
+        "than during it (None: built before builds checked this)."
     )
     stable: bool | None = Field(description="false: the device's speed moved during the build, twice.")
     measured_at: datetime
@@ -336,8 +336,8 @@ class Validation(_Schema):
     median_abs_error: float
     max_abs_error: float
     drift: float = Field(
-        description="How much slower (+) or faster (-) the device ran the fixed part and the teacher's "
-        "operators, timed beside the models, than when the LUT was built; the errors include it."
+        description="How much slower (+) or faster (-) the device ran the LUT's parts, all re-timed after "
+        "the models as the build timed them, than when the LUT was built; the errors include it."
     )
     created_at: datetime
     architectures: list[ValidatedArchitecture]
