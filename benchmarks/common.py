@@ -16,7 +16,6 @@ from services.pipeline.stack import services
 from services.pipeline.stages import Run
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, OperatorSpec, teacher_operator
-from shared.schemas.search import Budget
 from shared.schemas.shape import ModelShape
 from shared.settings import get_settings
 
@@ -96,21 +95,21 @@ def pipeline_run(run_dir: Path, name: str) -> Iterator[tuple[Run, RunRecord]]:
     of this benchmark's own (its stages recorded in <run>/benchmarks/<name>.json), to submit jobs
     beside the run's: the same store, keyed by their inputs, so a benchmark run again reuses its jobs."""
     done = RunRecord(run_dir)
-    if "inputs" not in done.data:
+    inputs = done.data.inputs
+    if inputs is None:
         raise SystemExit(f"{run_dir} holds no `unast compress` run (no run.json with inputs)")
-    inputs = done.data["inputs"]
     settings = get_settings()
     with services(settings, run_dir / "benchmarks" / f"{name}-stack.log") as svc, Reporter() as reporter:
-        teacher = Path(inputs["model"])
+        teacher = Path(inputs.model)
         run = Run(
             services=svc,
             record=RunRecord(run_dir / "benchmarks" / name),
-            config=Config(**inputs["config"]),
+            config=Config(**inputs.config),
             reporter=reporter,
             teacher=teacher,
             shape=Decoder.from_pretrained(teacher).shape,
-            budgets=[Budget.model_validate(b) for b in inputs["budgets"]],
-            device_kind=inputs["device"],
+            budgets=inputs.budgets,
+            device_kind=inputs.device,
             out=run_dir,
         )
         yield run, done

@@ -25,6 +25,7 @@ from services.pipeline.stages import trainer_job
 from shared.model import Decoder
 from shared.schemas.lut import EstimateRequest
 from shared.schemas.operators import Architecture
+from shared.schemas.trainer import ExportResult, ExportSpec, StudentModel
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
@@ -53,9 +54,7 @@ def interleaved(calls: dict[str, callable], rounds: int) -> dict[str, float]:
 
 def fetch(run, job_id: str, files: list[str], target: Path) -> None:
     for file in files:
-        local = target / Path(file).relative_to("export")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(run.services.trainer.http.get(f"/v1/jobs/{job_id}/files/{file}").content)
+        run.services.trainer.download(job_id, file, target / Path(file).relative_to("export"))
 
 
 def main() -> None:
@@ -65,21 +64,19 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     with pipeline_run(args.run, "export") as (run, done):
-        teacher_spec = {
-            "kind": "export",
-            "model": {
-                "source": "student",
-                "distill_job": done.stage("distill")["job_id"],
-                "architecture": Architecture.teacher(run.shape).model_dump(),
-            },
-            "onnx": True,
-        }
+        teacher_spec = ExportSpec(
+            model=StudentModel(
+                distill_job=done.stage("distill").job_id, architecture=Architecture.teacher(run.shape)
+            ),
+            onnx=True,
+        )
         job_id, result = trainer_job(run, "export-teacher", teacher_spec)
+        assert isinstance(result, ExportResult)
         teacher_dir = args.run / "benchmarks" / "export" / "teacher"
-        fetch(run, job_id, result["files"], teacher_dir)
+        fetch(run, job_id, result.files, teacher_dir)
         student_dir = args.run / "model"
-        lut_id = done.stage("profile")["lut_id"]
-        device_id = done.stage("profile")["device_id"]
+        lut_id = done.stage("profile").lut_id
+        device_id = done.stage("profile").device_id
         predicted = {}
         for name, directory in (("teacher", teacher_dir), ("student", student_dir)):
             architecture = Decoder.from_pretrained(directory).architecture

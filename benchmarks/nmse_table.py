@@ -5,17 +5,24 @@ attention vs MLP candidates, first vs last blocks (the paper's Table 1 / Finding
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from benchmarks.common import DEMO_TEACHER
 from services.trainer.local import run_locally
 from shared.model import Decoder
-from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
+from shared.schemas.operators import (
+    AttentionOp,
+    IdentityOp,
+    LinearOp,
+    MLPOp,
+    OperatorSpec,
+    teacher_operator,
+)
+from shared.schemas.trainer import DistillResult, DistillSpec
 from shared.settings import get_settings
 
 
-def candidates(shape) -> dict[str, list]:
+def candidates(shape) -> dict[str, list[OperatorSpec]]:
     h, kv, d, i = shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.intermediate_size
     attention = [
         teacher_operator(shape, "attention"),
@@ -33,7 +40,7 @@ def candidates(shape) -> dict[str, list]:
         IdentityOp(),
     ]
     return {
-        f"block{layer}.{kind}": [op.model_dump() for op in (attention if kind == "attn" else mlp)]
+        f"block{layer}.{kind}": attention if kind == "attn" else mlp
         for layer in range(shape.num_layers)
         for kind in ("attn", "mlp")
     }
@@ -46,24 +53,23 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("var/nmse-table"))
     args = p.parse_args()
     shape = Decoder.from_pretrained(args.teacher).shape
-    spec = {
-        "kind": "distill",
-        "teacher": str(args.teacher.resolve()),
-        "dataset": "shakespeare",
-        "candidates": candidates(shape),
-        "steps": args.steps,
-        "batch_size": 8,
-        "seq_len": 256,
-        "learning_rate": 5e-4,
-        "min_learning_rate": 5e-5,
-        "warmup": 20,
-        "checkpoint_every": 100,
-        "eval_batches": 16,
-    }
+    spec = DistillSpec(
+        teacher=str(args.teacher.resolve()),
+        dataset="shakespeare",
+        candidates=candidates(shape),
+        steps=args.steps,
+        batch_size=8,
+        seq_len=256,
+        learning_rate=5e-4,
+        min_learning_rate=5e-5,
+        warmup=20,
+        checkpoint_every=100,
+        eval_batches=16,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "spec.json").write_text(json.dumps(spec, indent=1))
-    result = run_locally(args.out / "spec.json", args.out, get_settings())
-    nmse = result["heldout_nmse"]
+    (args.out / "spec.json").write_text(spec.model_dump_json(indent=1))
+    result = DistillResult.model_validate(run_locally(args.out / "spec.json", args.out, get_settings()))
+    nmse = result.heldout_nmse
     layers = shape.num_layers
     for kind in ("attn", "mlp"):
         ids = list(nmse[f"block0.{kind}"])

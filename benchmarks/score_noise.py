@@ -21,6 +21,8 @@ from benchmarks.common import pipeline_run
 from services.pipeline.stages import trainer_job
 from services.trainer.kinds.score import BATCH_LOSSES
 from services.trainer.learning.stats import spearman
+from shared.schemas.scores import ScoreTable
+from shared.schemas.trainer import ScoreSpec
 
 
 def stability(first: np.ndarray, second: np.ndarray, slots: dict[str, list[int]]) -> tuple[float, float]:
@@ -64,27 +66,28 @@ def main() -> None:
     args = p.parse_args()
     with pipeline_run(args.run, "score-noise") as (run, done):
         trainer = run.services.trainer
-        job_id = done.stage("score")["job_id"]
+        job_id = done.stage("score").job_id
         if args.batches is not None:
-            spec = {
-                "kind": "score",
-                "distill_job": done.stage("distill")["job_id"],
-                "batch_size": run.config.batch,
-                "seq_len": run.config.seq_len,
-                "eval_batches": args.batches,
-                "checkpoint_every": 8,
-            }
+            spec = ScoreSpec(
+                distill_job=done.stage("distill").job_id,
+                batch_size=run.config.batch,
+                seq_len=run.config.seq_len,
+                eval_batches=args.batches,
+                checkpoint_every=8,
+            )
             job_id, _ = trainer_job(run, "score", spec)
-        result = trainer.result(job_id).result
+        result = trainer.result(job_id)
+        assert isinstance(result, ScoreTable)
         (artifact,) = [a for a in trainer.artifacts(job_id) if a.name == BATCH_LOSSES]
-        raw = trainer.http.get(f"/v1/jobs/{job_id}/files/{BATCH_LOSSES}.safetensors").content
-    sums = load(raw)["sums"]
+        losses = args.run / "benchmarks" / "score-noise" / f"{job_id}-{BATCH_LOSSES}.safetensors"
+        trainer.download(job_id, f"{BATCH_LOSSES}.safetensors", losses)
+    sums = load(losses.read_bytes())["sums"]
     batches = len(sums)
     sizes = sorted({n for n in (4, 8, 16, 32, 64, 128, 256) if n <= batches} | {batches})
     rows = table(sums, artifact.meta["columns"], artifact.meta["tokens_per_batch"], sizes)
     pairs = len(artifact.meta["columns"]) - 1
     print(f"\n{pairs} (slot, candidate) pairs; batches of {run.config.batch} x {run.config.seq_len}")
-    print(f"teacher held-out loss {result['teacher_loss']:.4f}")
+    print(f"teacher held-out loss {result.teacher_loss:.4f}")
     print("half-split rho: mean (worst slot) of Spearman's rho between the halves' candidate scores;")
     print("first vs second half (other text: other plays) and even vs odd batches (the same text).")
     header = f"{'batches':>7s} {'tokens':>8s} {'median SE':>10s} {'|score|/SE':>10s} {'< 0':>6s}"

@@ -1,12 +1,14 @@
-"""The default candidate operators for a model shape: the paper's pool, as a grid of fractions.
+"""The candidate operators for a model shape: the paper's pool, as a grid of fractions, and a small one.
 
-For each slot type: the teacher's own operator first, then identity and the hidden x hidden linear
-layer, then smaller operators of the slot's kind -- attention with fewer query heads, fewer KV heads
-and/or a smaller head_dim; SwiGLU MLPs with smaller intermediate sizes -- largest first. The profiler
-measures these by default and the trainer distils them, so both see the same pool.
+The default pool, for each slot type: the teacher's own operator first, then identity and the hidden x
+hidden linear layer, then smaller operators of the slot's kind -- attention with fewer query heads,
+fewer KV heads and/or a smaller head_dim; SwiGLU MLPs with smaller intermediate sizes -- largest
+first. The profiler measures these by default and the trainer distils them, so both see the same pool.
+The small pool (`unast compress --config quick`) is a few of each kind, for a run of minutes.
 """
 
 import math
+from typing import Literal
 
 from shared.schemas.operators import (
     AttentionOp,
@@ -15,6 +17,7 @@ from shared.schemas.operators import (
     MLPOp,
     OperatorSpec,
     SlotType,
+    slot_id,
     teacher_operator,
 )
 from shared.schemas.shape import ModelShape
@@ -23,6 +26,7 @@ HEAD_FRACTIONS = (1, 3 / 4, 1 / 2, 1 / 4)
 KV_HEAD_FRACTIONS = (1, 1 / 2, 1 / 4)
 HEAD_DIM_FRACTIONS = (1, 3 / 4, 1 / 2)
 INTERMEDIATE_FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4, 1 / 8)
+Pool = Literal["default", "small"]
 
 
 def _unique(values) -> list[int]:
@@ -71,3 +75,41 @@ def candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
 def all_candidates(shape: ModelShape) -> list[OperatorSpec]:
     """The union over both slot types, deduplicated, in a deterministic order (attention's first)."""
     return list(dict.fromkeys(candidates(shape, "attention") + candidates(shape, "mlp")))
+
+
+def small_candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
+    """A few per slot type: attention with half the KV heads, half the head size, half the query
+    heads, half both; MLPs of 3/4, 1/2 and 1/4 the width (from the default grid)."""
+    teacher = teacher_operator(shape, slot_type)
+    if slot_type == "mlp":
+        i = shape.intermediate_size
+        widths = [m for m in mlp_candidates(shape) if m.intermediate_size in {3 * i // 4, i // 2, i // 4}]
+        return [teacher, IdentityOp(), LinearOp(), *(widths or [MLPOp(intermediate_size=max(1, i // 2))])]
+    h, kv, d = shape.num_heads, shape.num_kv_heads, shape.head_dim
+    half_kv = max(1, kv // 2)
+    half_dim = max(2, 2 * (d // 4))
+    heads = max(1, h // 2)
+    heads_kv = max(k for k in range(1, heads + 1) if heads % k == 0 and k <= kv)
+    pool = [
+        teacher,
+        IdentityOp(),
+        LinearOp(),
+        AttentionOp(num_heads=h, num_kv_heads=half_kv if h % half_kv == 0 else kv, head_dim=d),
+        AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=half_dim),
+        AttentionOp(num_heads=heads, num_kv_heads=heads_kv, head_dim=d),
+        AttentionOp(num_heads=heads, num_kv_heads=heads_kv, head_dim=half_dim),
+    ]
+    return list(dict.fromkeys(pool))
+
+
+POOLS = {"default": candidates, "small": small_candidates}
+
+
+def slot_pools(shape: ModelShape, pool: Pool = "default") -> dict[str, list[OperatorSpec]]:
+    """Every slot of the model (block0.attn, block0.mlp, ...) with its candidates from `pool`."""
+    by_type = {t: POOLS[pool](shape, t) for t in ("attention", "mlp")}
+    return {
+        slot_id(layer, slot_type): by_type[slot_type]
+        for layer in range(shape.num_layers)
+        for slot_type in ("attention", "mlp")
+    }

@@ -173,27 +173,3 @@ def build_operator(spec: OperatorSpec, shape: ModelShape) -> nn.Module:
     module = MODULES[spec.kind](spec, shape)
     init_weights(module)
     return module
-
-
-def weight_bytes(spec: OperatorSpec, shape: ModelShape, dtype_bytes: int) -> int:
-    """Exact bytes of the operator's weights (norm included), without building it."""
-    h = shape.hidden_size
-    match spec:
-        case AttentionOp():
-            q_and_o = 2 * h * spec.num_heads * spec.head_dim
-            k_and_v = 2 * h * spec.num_kv_heads * spec.head_dim
-            params = h + q_and_o + k_and_v
-        case MLPOp():
-            params = h + 3 * h * spec.intermediate_size
-        case LinearOp():
-            params = h + h * h
-        case _:
-            params = 0
-    return params * dtype_bytes
-
-
-def kv_bytes_per_token(spec: OperatorSpec, dtype_bytes: int) -> int:
-    """Exact KV-cache bytes one token adds (per sequence) for this operator."""
-    if isinstance(spec, AttentionOp):
-        return 2 * spec.num_kv_heads * spec.head_dim * dtype_bytes
-    return 0

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     profiler_heartbeat_s: float = Field(
         5.0, gt=0, le=3600, description="How often a running profiler job records its heartbeat and progress."
     )
+    profiler_stale_s: float = Field(
+        50.0,
+        gt=0,
+        le=86_400,
+        description="A running profiler job whose heartbeat is older than this is failed (its worker is "
+        "lost; a measurement is not resumed).",
+    )
     profiler_poll_s: float = Field(
         1.0, gt=0, le=600, description="How often an idle profiler worker looks for queued jobs."
     )
@@ -144,12 +151,13 @@ class Settings(BaseSettings):
         description="Searches that may wait for a solve slot; more is a 429 with Retry-After.",
     )
 
-    @field_validator("trainer_stale_s")
+    @field_validator("profiler_stale_s", "trainer_stale_s")
     @classmethod
     def _stale_after_heartbeats(cls, value: float, info: ValidationInfo) -> float:
         # a live worker must get at least two heartbeats in before it could be taken for dead
-        if value < 2 * info.data.get("trainer_heartbeat_s", 0):
-            raise ValueError("must be at least twice trainer_heartbeat_s")
+        heartbeat = info.field_name.replace("_stale_s", "_heartbeat_s")
+        if value < 2 * info.data.get(heartbeat, 0):
+            raise ValueError(f"must be at least twice {heartbeat}")
         return value
 
     @model_validator(mode="after")

@@ -8,5 +8,6 @@
 - context.py: the `JobContext` protocol a runner is handed, and its two implementations: queued (the
   worker's, on the database) and local (a folder, alone or under torchrun).
 - worker.py: the loop that claims jobs and runs them, with a heartbeat.
+- routes.py: the one face of every service's jobs on its API (list, get, cancel, log, result).
 - checkpoint.py: checkpoints and outputs as safetensors + JSON, written atomically.
 """

@@ -70,7 +70,8 @@ class JobContext(Protocol):
 
     def status(self, message: str, progress: float | None = None) -> None:
         """What the job is doing now (and how far it is, 0..1), for work that is not counted in steps;
-        raises JobStopped when its worker is shutting down (a cancel is checked at steps only)."""
+        raises JobStopped when the job was cancelled (as its last heartbeat saw: status reads no
+        database, so a measuring loop may call it every round) or its worker is shutting down."""
 
     def log(self, message: str) -> None:
         """A line in the job's log."""
@@ -162,6 +163,7 @@ class QueuedContext(_Folder):
         self.progress: float | None = None
         self.message: str | None = None
         self.lost = threading.Event()  # set by the heartbeat when the job was taken from this worker
+        self.cancelled = threading.Event()  # set by the heartbeat when a cancel was asked
         self._queue = queue
         self._engine = engine
         self._sessions = sessions
@@ -185,6 +187,8 @@ class QueuedContext(_Folder):
     def _stop_if_asked(self, where: str) -> None:
         if self.lost.is_set():
             raise JobStopped("lost", "the job was re-queued by another worker (this one was taken for dead)")
+        if self.cancelled.is_set():
+            raise JobStopped("cancelled", f"cancel requested; stopped {where}")
         if self._stopping.is_set():
             raise JobStopped("released", f"worker shutting down {where}: back to the queue")
 

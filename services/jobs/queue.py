@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ from services.jobs.tables import ArtifactColumns, JobColumns, JobLogColumns, Job
 from shared.schemas.jobs import spec_digest
 
 Save = Callable[[Session], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A service's rule for jobs whose worker was lost, applied alike by its workers and its readers."""
+
+    stale_s: float  # a running job whose heartbeat is older than this lost its worker
+    max_attempts: int  # a job whose worker was lost this many times is failed, not queued again
 
 
 class JobQueue:
@@ -284,6 +293,12 @@ class JobQueue:
                     session.add(self.Log(job_id=job_id, attempt=attempt, message=message))
         session.commit()
         return changed
+
+    def recover(self, session: Session, recovery: Recovery) -> dict[str, list[str]]:
+        """recover_stale by a service's rule, as of now."""
+        return self.recover_stale(
+            session, stale_before=stale_cutoff(recovery.stale_s), max_attempts=recovery.max_attempts
+        )
 
     def gone_workers(self, session: Session) -> list[str]:
         """Workers of running jobs that ran on this machine and whose process no longer runs."""

@@ -2,9 +2,10 @@
 
 Any number of workers may share one database: a claim is one atomic UPDATE, so no job runs twice at
 once. While a job runs, a heartbeat thread stamps its row (with its progress) every `heartbeat_s`; a
-job whose heartbeat is older than `stale_s` lost its worker (killed, machine gone) and is re-queued by
-any idle worker -- at start and then every half stale interval -- and the next worker resumes it from
-its last checkpoint (or fails it, after `max_attempts` lost workers). Setting `stop` (SIGTERM, SIGINT)
+job whose heartbeat is older than the service's `recovery.stale_s` lost its worker (killed, machine
+gone) and is re-queued by any idle worker -- at start and then every half stale interval -- or by any
+reader of the service's API (the same rule), and the next worker resumes it from its last checkpoint
+(or fails it, after `recovery.max_attempts` lost workers). Setting `stop` (SIGTERM, SIGINT)
 stops the worker at the running job's next step and puts that job back in the queue. A database that
 goes away does not kill an idle worker: it logs and tries again with back-off; at start-up a worker
 waits for the database up to UNAST_DATABASE_STARTUP_WAIT_S (one log line per attempt), then gives up
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.jobs.context import JobStopped, QueuedContext
 from services.jobs.kind import JobKind
-from services.jobs.queue import JobQueue, stale_cutoff, worker_name
+from services.jobs.queue import JobQueue, Recovery, worker_name
 from services.jobs.tables import JobColumns
 from shared.db import DatabaseUnavailable, engine_from_settings, make_sessionmaker, wait_for_database
 from shared.settings import Settings
@@ -40,14 +41,14 @@ MAX_BACKOFF_S = 60.0
 @dataclass(frozen=True)
 class WorkerConfig:
     heartbeat_s: float
-    stale_s: float
+    recovery: Recovery  # when a job's worker is lost, and what then becomes of the job
     poll_s: float
-    max_attempts: int  # a job whose worker was lost this many times is failed instead of re-queued
     directory: Callable[[str], Path]  # job id -> its folder
 
 
 class Heartbeat(threading.Thread):
-    """Stamps the job's row every interval with the progress the job reported; notices a lost job."""
+    """Stamps the job's row every interval with the progress the job reported; notices a lost job and
+    a cancel (for ctx.status, which reads no database)."""
 
     def __init__(
         self, ctx: QueuedContext, queue: JobQueue, sessions: sessionmaker[Session], interval_s: float
@@ -69,6 +70,8 @@ class Heartbeat(threading.Thread):
                         progress=self.ctx.progress,
                         message=self.ctx.message,
                     )
+                    if ours and self.queue.cancel_requested(session, job_id=self.ctx.job_id):
+                        self.ctx.cancelled.set()
             except SQLAlchemyError:  # a database hiccup: beat again next time; only a long silence is stale
                 log.exception("heartbeat of job %s failed", self.ctx.job_id)
                 continue
@@ -126,9 +129,7 @@ class Worker:
 
     def recover(self) -> dict[str, list[str]]:
         with self.sessions() as session:
-            changed = self.queue.recover_stale(
-                session, stale_before=stale_cutoff(self.config.stale_s), max_attempts=self.config.max_attempts
-            )
+            changed = self.queue.recover(session, self.config.recovery)
         for state, ids in changed.items():
             if ids:
                 log.warning("jobs whose worker was lost, now %s: %s", state, ", ".join(ids))
@@ -142,7 +143,7 @@ class Worker:
         if due:
             self.recover()
             # every half stale interval: a lost job waits at most 1.5 x the stale interval
-            self.next_recovery = time.monotonic() + self.config.stale_s / 2
+            self.next_recovery = time.monotonic() + self.config.recovery.stale_s / 2
         with self.sessions() as session:
             job = self.queue.claim(session, worker=self.name, kinds=list(self.kinds))
         if job is None:

@@ -15,7 +15,7 @@ from services.pipeline import methods
 from services.pipeline.budgets import parse_budget
 from services.pipeline.configs import CONFIGS, load_config
 from services.pipeline.progress import Reporter
-from services.pipeline.record import RunRecord, digest
+from services.pipeline.record import RunInputs, RunRecord, digest
 from services.pipeline.report import Report, Row, write
 from services.pipeline.stack import StackError, services
 from services.pipeline.stages import (
@@ -31,10 +31,19 @@ from services.pipeline.stages import (
     validate,
 )
 from shared.clients.base import ServiceError
-from shared.files import atomic_path
 from shared.model import Decoder
-from shared.schemas.lut import EstimateRequest
+from shared.schemas.lut import Estimate, EstimateRequest, Lut, ValidationRequest
 from shared.schemas.operators import Architecture
+from shared.schemas.search import SweepRequest
+from shared.schemas.trainer import (
+    DirectoryModel,
+    EvaluateResult,
+    EvaluateSpec,
+    ExportResult,
+    ExportSpec,
+    ExportTarget,
+    FinetunedModel,
+)
 from shared.settings import Settings, get_settings
 
 
@@ -97,12 +106,9 @@ def main(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda"):
         settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
     record = RunRecord(args.out)
-    record.data["inputs"] = {
-        "model": str(teacher),
-        "device": args.device,
-        "budgets": [b.model_dump(exclude_none=True) for b in budgets],
-        "config": config.as_dict(),
-    }
+    record.data.inputs = RunInputs(
+        model=str(teacher), device=args.device, budgets=budgets, config=config.as_dict()
+    )
     record.save()
     with Reporter() as reporter:
         try:
@@ -152,7 +158,7 @@ def pipeline(run: Run) -> Path:
     if run.config.baselines:
         made.append(methods.unast(run, distill_job, scores, costs, depth_only=True))
         made.append(methods.depth(run, distill_job, scores, costs))
-        uniform = methods.uniform(run, distill_job, scores, lut, teacher_estimate.model_dump())
+        uniform = methods.uniform(run, distill_job, scores, lut, teacher_estimate)
         if uniform is not None:
             made.append(uniform)
     unast = made[0]
@@ -161,122 +167,106 @@ def pipeline(run: Run) -> Path:
     teacher_eval = evaluate_teacher(run)
     architectures = [teacher_arch] + [m.architecture for m in made]
     distinct = list({a.model_dump_json(): a for a in architectures}.values())
-    measured = validate(run, "measure", lut, {"architectures": [a.model_dump() for a in distinct], "seed": 2})
-    measured_ms = {
-        Architecture.model_validate(v["architecture"]).model_dump_json(): v["measured"]["p10_ms"]
-        for v in measured["architectures"]
-    }
+    measured = validate(run, "measure", lut, ValidationRequest(architectures=distinct, seed=2))
+    measured_ms = {v.architecture.model_dump_json(): v.measured.p10_ms for v in measured.architectures}
     rows = [
         Row(
             "teacher",
             teacher_arch,
             teacher_estimate,
             measured_ms.get(teacher_arch.model_dump_json()),
-            teacher_eval["perplexity"],
-            teacher_eval["perplexity"],
+            teacher_eval.perplexity,
+            teacher_eval.perplexity,
         )
     ]
     for m in made:
-        curve = m.finetuned["curve"]
         rows.append(
             Row(
                 m.name,
                 m.architecture,
                 estimate(run, lut, m.architecture),
                 measured_ms.get(m.architecture.model_dump_json()),
-                curve[0]["perplexity"],
-                m.finetuned["perplexity"],
-                curve,
+                m.finetuned.curve[0].perplexity,
+                m.finetuned.perplexity,
+                m.finetuned.curve,
             )
         )
-    sweep = run.services.search.request(
-        "POST",
-        "/v1/search/sweep",
-        json={
-            **{
-                k: v
-                for k, v in methods.request_body(run, scores, costs, k=1, depth_only=False).items()
-                if k in ("slots", "fixed", "peak_costs", "derived_costs")
-            },
-            "cost": "latency_ms",
-            "fractions": [round(0.2 + 0.05 * i, 2) for i in range(17)],
-            "time_limit_s": 60,
-        },
-    )["points"]
+    searched = methods.search_for(run, scores, costs, k=1, depth_only=False)
+    sweep = run.services.search.sweep(
+        SweepRequest(
+            slots=searched.slots,
+            fixed=searched.fixed,
+            peak_costs=searched.peak_costs,
+            derived_costs=searched.derived_costs,
+            cost="latency_ms",
+            fractions=[round(0.2 + 0.05 * i, 2) for i in range(17)],
+            time_limit_s=60,
+        )
+    )
     report = Report(
         out=run.out,
         shape=run.shape,
         teacher=run.teacher,
-        device=run.record.stage("profile").get("device", "?"),
+        device=run.record.stage("profile").device or "?",
         budgets=run.budgets,
         config=run.config.as_dict(),
         lut=lut,
-        lut_check=validate(run, "lut-check", lut, {"count": run.config.validation_count, "seed": 1}),
+        lut_check=validate(
+            run, "lut-check", lut, ValidationRequest(count=run.config.validation_count, seed=1)
+        ),
         rows=rows,
         unast=unast,
-        sweep=sweep,
-        stages=run.record.data["stages"],
+        sweep=sweep.points,
+        stages=run.record.data.stages,
         export=export,
         notes=notes(rows),
     )
     return write(report)
 
 
-def estimate(run: Run, lut, architecture: Architecture):
+def estimate(run: Run, lut: Lut, architecture: Architecture) -> Estimate:
     return run.services.profiler.estimate(
         lut.device_id, EstimateRequest(lut_id=lut.id, architecture=architecture)
     )
 
 
-def evaluate_teacher(run: Run) -> dict:
-    spec = {
-        "kind": "evaluate",
-        "model": {"source": "directory", "path": str(run.teacher)},
-        "batch_size": run.config.batch,
-        "seq_len": run.config.seq_len,
-        "eval_batches": run.config.eval_batches,
-    }
+def evaluate_teacher(run: Run) -> EvaluateResult:
+    spec = EvaluateSpec(
+        model=DirectoryModel(path=str(run.teacher)),
+        batch_size=run.config.batch,
+        seq_len=run.config.seq_len,
+        eval_batches=run.config.eval_batches,
+    )
     _, result = trainer_job(run, "teacher-eval", spec)
-    run.record.update("teacher-eval", perplexity=result["perplexity"])
+    run.record.update("teacher-eval", perplexity=result.perplexity)
     return result
 
 
-def export_model(run: Run, method: methods.Method, lut) -> dict:
+def export_model(run: Run, method: methods.Method, lut: Lut) -> ExportResult:
     """Export the finetuned winner, then fetch its files into <run>/model/ over REST."""
     predicted = estimate(run, lut, method.architecture)
-    spec = {
-        "kind": "export",
-        "model": {"source": "finetune", "finetune_job": method.finetune_job},
-        "onnx": run.config.onnx,
-        "target": {
-            "device": run.record.stage("profile").get("device"),
-            "device_id": lut.device_id,
-            "lut_id": lut.id,
-            "predicted": {
+    spec = ExportSpec(
+        model=FinetunedModel(finetune_job=method.finetune_job),
+        onnx=run.config.onnx,
+        target=ExportTarget(
+            device=run.record.stage("profile").device,
+            device_id=lut.device_id,
+            lut_id=lut.id,
+            predicted={
                 "latency_ms": predicted.latency_ms,
                 "memory_bytes": predicted.memory_bytes,
                 "params": predicted.params,
             },
-        },
-    }
+        ),
+    )
     job_id, result = trainer_job(run, "export", spec)
     target = run.out / "model"
-    key = digest("download", job_id, result["files"])
+    key = digest("download", job_id, result.files)
     if run.record.reusable("download", key) is None:
         run.record.start("download", key)
-        for file in result["files"]:
-            local = target / Path(file).relative_to("export")
-            local.parent.mkdir(parents=True, exist_ok=True)
-            url = f"/v1/jobs/{job_id}/files/{file}"
-            with (
-                atomic_path(local) as tmp,
-                open(tmp, "wb") as f,
-                run.services.trainer.http.stream("GET", url) as response,
-            ):
-                response.raise_for_status()
-                for chunk in response.iter_bytes():
-                    f.write(chunk)
-        run.record.finish("download", files=len(result["files"]))
+        for file in result.files:
+            run.services.trainer.download(job_id, file, target / Path(file).relative_to("export"))
+        run.record.finish("download", files=len(result.files))
     return result
 
 
@@ -303,6 +293,6 @@ def notes(rows: list[Row]) -> list[str]:
             f"The best baseline after finetuning, {best.name}, reaches {best.ppl_after:.2f} "
             f"(UNAST {unast:.2f})."
         )
-    gap = by["unast"].ppl_before / by["teacher"].ppl_after - 1
+    gap = by["unast"].ppl_before / rows[0].ppl_after - 1  # the teacher's row is the first
     out.append(f"UNAST before finetuning is {gap:+.1%} from the teacher's perplexity (goal: within 5%).")
     return out

@@ -6,9 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.candidates import candidates
-from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, OperatorSpec, teacher_operator
-from shared.schemas.shape import ModelShape
+from shared.candidates import Pool
 
 
 @dataclass(frozen=True)
@@ -19,7 +17,7 @@ class Config:
     lut_time_cap_s: float
     validation_count: int  # random architectures timed whole to check the LUT
     # Stage 1: distillation
-    pool: str  # "default" (shared/candidates.py) or "small" (a few per slot type, below)
+    pool: Pool  # "default" or "small" (shared/candidates.py)
     distill_steps: int
     distill_batch: int
     # scores
@@ -103,43 +101,3 @@ def load_config(name_or_file: str) -> Config:
     if unknown:
         raise ValueError(f"{path}: unknown fields {', '.join(sorted(unknown))}")
     return Config(**{**QUICK.as_dict(), "name": path.stem, **fields})
-
-
-def pool(config: Config, shape: ModelShape) -> dict[str, list[OperatorSpec]] | None:
-    """The distill job's candidates per slot (None: the trainer's default pool for every slot)."""
-    if config.pool == "default":
-        return None
-    h, kv, d, i = shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.intermediate_size
-    attention = list(
-        dict.fromkeys(
-            [
-                teacher_operator(shape, "attention"),
-                IdentityOp(),
-                LinearOp(),
-                AttentionOp(
-                    num_heads=h, num_kv_heads=max(1, kv // 2) if h % max(1, kv // 2) == 0 else kv, head_dim=d
-                ),
-                AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=max(2, 2 * (d // 4))),
-                _half_heads(shape),
-                _half_heads(shape).model_copy(update={"head_dim": max(2, 2 * (d // 4))}),
-            ]
-        )
-    )
-    widths = [m for m in candidates(shape, "mlp")[3:] if m.intermediate_size in {3 * i // 4, i // 2, i // 4}]
-    mlp = [
-        teacher_operator(shape, "mlp"),
-        IdentityOp(),
-        LinearOp(),
-        *(widths or [MLPOp(intermediate_size=max(1, i // 2))]),
-    ]
-    return {
-        f"block{layer}.{suffix}": (attention if suffix == "attn" else mlp)
-        for layer in range(shape.num_layers)
-        for suffix in ("attn", "mlp")
-    }
-
-
-def _half_heads(shape: ModelShape) -> AttentionOp:
-    heads = max(1, shape.num_heads // 2)
-    kv = max(k for k in range(1, heads + 1) if heads % k == 0 and k <= shape.num_kv_heads)
-    return AttentionOp(num_heads=heads, num_kv_heads=kv, head_dim=shape.head_dim)

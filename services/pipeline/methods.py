@@ -11,14 +11,21 @@ the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E
 """
 
 from dataclasses import dataclass
-from typing import Any
 
 from services.pipeline.record import digest
 from services.pipeline.stages import PipelineError, Run, search, trainer_job
-from shared.schemas.lut import CostTable, EstimateRequest, Lut
-from shared.schemas.operators import Architecture, is_teacher, operator_from_name, parse_slot_id
+from shared.schemas.lut import CostTable, Estimate, EstimateRequest, Lut
+from shared.schemas.operators import Architecture, is_teacher, operator_from_name, parse_slot_id, slot_id
 from shared.schemas.scores import ScoreTable
-from shared.schemas.search import SearchResponse
+from shared.schemas.search import SearchRequest, SearchResponse
+from shared.schemas.trainer import (
+    FinetuneResult,
+    FinetuneSpec,
+    RankResult,
+    RankSpec,
+    RankWinner,
+    StudentModel,
+)
 from shared.search_input import search_request
 
 METHODS = ("unast", "unast-depth", "depth", "uniform")
@@ -29,13 +36,13 @@ class Method:
     name: str
     architecture: Architecture
     rank_job: str | None = None
-    ranked: dict | None = None  # the rank job's result
+    ranked: RankResult | None = None
     searched: SearchResponse | None = None
     finetune_job: str | None = None
-    finetuned: dict | None = None  # the finetune job's result
+    finetuned: FinetuneResult | None = None
 
 
-def request_body(run: Run, scores: ScoreTable, costs: CostTable, *, k: int, depth_only: bool) -> dict:
+def search_for(run: Run, scores: ScoreTable, costs: CostTable, *, k: int, depth_only: bool) -> SearchRequest:
     request = search_request(
         scores,
         costs,
@@ -43,65 +50,57 @@ def request_body(run: Run, scores: ScoreTable, costs: CostTable, *, k: int, dept
         k=k,
         max_overlap=0.7,
         time_limit_s=run.config.search_time_limit_s,
-    ).model_dump(mode="json", exclude_none=True)
+    )
     if depth_only:  # the {teacher, identity} pool
-        for slot in request["slots"]:
-            slot["exclude"] = [
-                c["id"] for c in slot["candidates"] if not c["reference"] and c["id"] != "identity"
-            ]
+        for slot in request.slots:
+            slot.exclude = [c.id for c in slot.candidates if not c.reference and c.id != "identity"]
     return request
 
 
 def finetune(run: Run, method: Method, distill_job: str) -> Method:
     """Stage 4 for one method: the same steps, data and evaluation for every method."""
     if method.rank_job is not None:
-        model: dict[str, Any] = {"source": "rank", "rank_job": method.rank_job}
+        model: RankWinner | StudentModel = RankWinner(rank_job=method.rank_job)
     else:
-        model = {
-            "source": "student",
-            "distill_job": distill_job,
-            "architecture": method.architecture.model_dump(),
-        }
-    spec = {
-        "kind": "finetune",
-        "model": model,
-        "steps": run.config.finetune_steps,
-        "eval_every": run.config.eval_every,
-        "eval_batches": run.config.eval_batches,
-        "batch_size": run.config.batch,
-        "seq_len": run.config.seq_len,
-        "loss": run.config.loss,
-        "warmup": max(1, run.config.finetune_steps // 20),
-        "checkpoint_every": max(10, run.config.finetune_steps // 5),
-    }
+        model = StudentModel(distill_job=distill_job, architecture=method.architecture)
+    spec = FinetuneSpec(
+        model=model,
+        steps=run.config.finetune_steps,
+        eval_every=run.config.eval_every,
+        eval_batches=run.config.eval_batches,
+        batch_size=run.config.batch,
+        seq_len=run.config.seq_len,
+        loss=run.config.loss,
+        warmup=max(1, run.config.finetune_steps // 20),
+        checkpoint_every=max(10, run.config.finetune_steps // 5),
+    )
     stage = f"{method.name}-finetune"
     method.finetune_job, method.finetuned = trainer_job(run, stage, spec)
-    run.record.update(stage, perplexity=method.finetuned["perplexity"])
+    run.record.update(stage, perplexity=method.finetuned.perplexity)
     return method
 
 
 def rank(run: Run, name: str, distill_job: str, searched: SearchResponse) -> Method:
     """Stage 3: the search's architectures, as it returned them, ranked by a short finetune."""
-    spec = {
-        "kind": "rank",
-        "distill_job": distill_job,
-        "architectures": [s.model_dump(mode="json") for s in searched.solutions],
-        "steps": run.config.rank_steps,
-        "batch_size": run.config.batch,
-        "seq_len": run.config.seq_len,
-        "eval_batches": run.config.eval_batches,
-    }
+    spec = RankSpec(
+        distill_job=distill_job,
+        # the search's solutions as it returned them: an Architecture takes one as it is
+        architectures=[Architecture.model_validate(s) for s in searched.solutions],
+        steps=run.config.rank_steps,
+        batch_size=run.config.batch,
+        seq_len=run.config.seq_len,
+        eval_batches=run.config.eval_batches,
+    )
     stage = f"{name}-rank"
     job_id, ranked = trainer_job(run, stage, spec)
-    run.record.update(stage, spearman=ranked["spearman"], winner_search_rank=ranked["winner_search_rank"])
-    winner = Architecture.model_validate(ranked["winner"])
-    return Method(name=name, architecture=winner, rank_job=job_id, ranked=ranked, searched=searched)
+    run.record.update(stage, spearman=ranked.spearman, winner_search_rank=ranked.winner_search_rank)
+    return Method(name=name, architecture=ranked.winner, rank_job=job_id, ranked=ranked, searched=searched)
 
 
 def unast(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable, *, depth_only: bool) -> Method:
     name = "unast-depth" if depth_only else "unast"
     searched = search(
-        run, f"{name}-search", request_body(run, scores, costs, k=run.config.k, depth_only=depth_only)
+        run, f"{name}-search", search_for(run, scores, costs, k=run.config.k, depth_only=depth_only)
     )
     if not searched.solutions:
         raise PipelineError(f"{name}: the search found no architecture: {searched.message}")
@@ -109,8 +108,8 @@ def unast(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable, *, d
 
 
 def depth(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> Method:
-    searched = search(run, "depth-search", request_body(run, scores, costs, k=1, depth_only=True))
-    architecture = Architecture.model_validate(searched.solutions[0].model_dump())
+    searched = search(run, "depth-search", search_for(run, scores, costs, k=1, depth_only=True))
+    architecture = Architecture.model_validate(searched.solutions[0])
     return finetune(run, Method(name="depth", architecture=architecture, searched=searched), distill_job)
 
 
@@ -124,7 +123,9 @@ def size_fraction(operator, shape) -> float | None:
     return None
 
 
-def uniform(run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_costs: dict) -> Method | None:
+def uniform(
+    run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_costs: Estimate
+) -> Method | None:
     """Every block the same: an attention and an MLP shrunk by the same fraction of the teacher's size
     (within 0.05), the largest fraction that meets the budgets. None when no such pair meets them."""
     stage = "uniform-choice"
@@ -142,13 +143,13 @@ def uniform(run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_co
                 continue
             choices = {}
             for layer in range(run.shape.num_layers):
-                choices[f"block{layer}.attn"], choices[f"block{layer}.mlp"] = attention, mlp
+                choices[slot_id(layer, "attention")], choices[slot_id(layer, "mlp")] = attention, mlp
             architecture = Architecture(choices=choices)
             estimate = run.services.profiler.estimate(
                 lut.device_id, EstimateRequest(lut_id=lut.id, architecture=architecture)
             )
             rank = (min(fa, fm), estimate.latency_ms)
-            if _within(run, estimate.model_dump(), teacher_costs) and (best is None or rank > best[0]):
+            if _within(run, estimate, teacher_costs) and (best is None or rank > best[0]):
                 best = (rank, architecture)
     if best is None:
         run.record.finish(stage, architecture=None)
@@ -157,10 +158,10 @@ def uniform(run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_co
     return finetune(run, Method(name="uniform", architecture=best[1]), distill_job)
 
 
-def _within(run: Run, costs: dict, teacher: dict) -> bool:
+def _within(run: Run, estimate: Estimate, teacher: Estimate) -> bool:
     for budget in run.budgets:
-        limit = budget.max if budget.max is not None else budget.fraction * teacher[budget.cost]
-        if costs[budget.cost] > limit * (1 + 1e-9):
+        limit = budget.max if budget.max is not None else budget.fraction * getattr(teacher, budget.cost)
+        if getattr(estimate, budget.cost) > limit * (1 + 1e-9):
             return False
     return True
 

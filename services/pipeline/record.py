@@ -10,11 +10,13 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from shared.files import atomic_path
+from shared.schemas.operators import Architecture
+from shared.schemas.search import Budget
 
 RECORD = "run.json"
 
@@ -29,44 +31,87 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
+class RunInputs(BaseModel):
+    """What the run was asked: the teacher, the device, the budgets and the configuration's fields."""
+
+    model: str
+    device: str
+    budgets: list[Budget]
+    config: dict[str, Any]
+
+
+class StageRecord(BaseModel):
+    """One stage in run.json: the key of its inputs, its state and time, the ids it made and what it
+    noted for the report (fields a stage does not fill stay None)."""
+
+    model_config = ConfigDict(extra="allow")  # a record written by another version still reads
+
+    key: str | None = None
+    state: Literal["running", "done"] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wall_s: float | None = None
+    attempt: int = 0
+    # ids
+    job_id: str | None = None
+    lut_id: int | None = None
+    device_id: int | None = None
+    validation_id: int | None = None
+    # notes
+    device: str | None = None
+    drift: float | None = None
+    stable: bool | None = None
+    median_abs_error: float | None = None
+    max_abs_error: float | None = None
+    teacher_loss: float | None = None
+    tokens: int | None = None
+    rank_stability: float | None = None
+    spearman: float | None = None
+    winner_search_rank: int | None = None
+    perplexity: float | None = None
+    status: str | None = None
+    solutions: int | None = None
+    architecture: Architecture | None = None
+    fraction: float | None = None
+    files: int | None = None
+
+
+class Record(BaseModel):
+    inputs: RunInputs | None = None
+    stages: dict[str, StageRecord] = {}
+
+
 class RunRecord:
     def __init__(self, directory: Path):
         self.directory = directory
         self.path = directory / RECORD
-        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.data.setdefault("stages", {})
+        self.data = Record.model_validate_json(self.path.read_text()) if self.path.exists() else Record()
 
-    def stage(self, name: str) -> dict[str, Any]:
-        return self.data["stages"].get(name, {})
+    def stage(self, name: str) -> StageRecord:
+        return self.data.stages.get(name) or StageRecord()
 
-    def reusable(self, name: str, key: str) -> dict[str, Any] | None:
+    def reusable(self, name: str, key: str) -> StageRecord | None:
         """The stage's record when it finished with these inputs."""
         record = self.stage(name)
-        return record if record.get("key") == key and record.get("state") == "done" else None
+        return record if record.key == key and record.state == "done" else None
 
-    def update(self, name: str, **fields: Any) -> dict[str, Any]:
-        record = self.data["stages"].setdefault(name, {})
-        record.update(fields)
+    def update(self, name: str, **fields: Any) -> StageRecord:
+        record = StageRecord.model_validate(self.stage(name).model_dump() | fields)
+        self.data.stages[name] = record
         self.save()
         return record
 
     def start(self, name: str, key: str) -> None:
         """A stage begins (again): what an earlier attempt recorded under other inputs is dropped."""
-        record = self.stage(name)
-        if record.get("key") != key:
-            self.data["stages"][name] = {}
-        self.update(name, key=key, state="running", started_at=now())
+        if self.stage(name).key != key:
+            self.data.stages[name] = StageRecord()
+        self.update(name, key=key, state="running", started_at=datetime.now(UTC))
 
-    def finish(self, name: str, **fields: Any) -> dict[str, Any]:
-        started = datetime.fromisoformat(self.stage(name)["started_at"])
-        wall = (datetime.now(UTC) - started).total_seconds()
-        return self.update(name, state="done", finished_at=now(), wall_s=round(wall, 1), **fields)
+    def finish(self, name: str, **fields: Any) -> StageRecord:
+        wall = (datetime.now(UTC) - self.stage(name).started_at).total_seconds()
+        return self.update(name, state="done", finished_at=datetime.now(UTC), wall_s=round(wall, 1), **fields)
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+            tmp.write_text(self.data.model_dump_json(indent=1, exclude_none=True) + "\n")

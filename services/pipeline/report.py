@@ -12,10 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from services.pipeline.methods import Method
-from shared.schemas.lut import Estimate, Lut
+from services.pipeline.record import StageRecord
+from shared.schemas.lut import Estimate, Lut, Validation
 from shared.schemas.operators import Architecture, AttentionOp, MLPOp, is_teacher
-from shared.schemas.search import Budget
+from shared.schemas.search import Budget, SweepPoint
 from shared.schemas.shape import ModelShape
+from shared.schemas.trainer import CurvePoint, ExportResult
 
 FIGURES = "figures"
 MIB = 2**20
@@ -31,7 +33,7 @@ class Row:
     measured_ms: float | None
     ppl_before: float
     ppl_after: float
-    curve: list[dict] = field(default_factory=list)
+    curve: list[CurvePoint] = field(default_factory=list)
 
 
 @dataclass
@@ -43,12 +45,12 @@ class Report:
     budgets: list[Budget]
     config: dict[str, Any]
     lut: Lut
-    lut_check: dict  # the validation of random architectures
+    lut_check: Validation  # of random architectures
     rows: list[Row]  # the teacher first
     unast: Method
-    sweep: list[dict]
-    stages: dict[str, dict]
-    export: dict | None
+    sweep: list[SweepPoint]
+    stages: dict[str, StageRecord]  # the run's record of its stages (run.json)
+    export: ExportResult | None
     notes: list[str] = field(default_factory=list)
 
 
@@ -125,11 +127,11 @@ def search_figure(report: Report, path: Path) -> str | None:
         [s.objective for s in searched.solutions],
         label=f"the K={len(searched.solutions)} architectures",
     )
-    points = [p for p in report.sweep if p.get("solution")]
-    if points:
+    solutions = [p.solution for p in report.sweep if p.solution is not None]
+    if solutions:
         ax.plot(
-            [p["solution"]["costs"]["latency_ms"] for p in points],
-            [p["solution"]["objective"] for p in points],
+            [s.costs["latency_ms"] for s in solutions],
+            [s.objective for s in solutions],
             "k.-",
             alpha=0.6,
             label="best at each latency budget (sweep)",
@@ -162,17 +164,15 @@ def rank_figure(report: Report, path: Path) -> str | None:
     ranked = report.unast.ranked
     if not ranked:
         return None
-    entries = sorted(ranked["ranking"], key=lambda r: r["search_rank"])
+    entries = sorted(ranked.ranking, key=lambda r: r.search_rank)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.scatter([r.search_rank for r in entries], [r.loss_before for r in entries], alpha=0.35, label="before")
     ax.scatter(
-        [r["search_rank"] for r in entries], [r["loss_before"] for r in entries], alpha=0.35, label="before"
+        [r.search_rank for r in entries],
+        [r.loss_after for r in entries],
+        label=f"after {ranked.steps} steps",
     )
-    ax.scatter(
-        [r["search_rank"] for r in entries],
-        [r["loss_after"] for r in entries],
-        label=f"after {ranked['steps']} steps",
-    )
-    rho = ranked["spearman"]
+    rho = ranked.spearman
     ax.set(
         xlabel="position in the search's order",
         ylabel="held-out loss",
@@ -188,20 +188,18 @@ def rank_figure(report: Report, path: Path) -> str | None:
 def latency_figure(report: Report, path: Path) -> str:
     """LUT-predicted vs measured latency: random architectures (the LUT's check) and the models made."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    check = report.lut_check["architectures"]
+    check = report.lut_check.architectures
     ax.scatter(
-        [a["measured"]["p10_ms"] for a in check],
-        [a["predicted_ms"] for a in check],
+        [a.measured.p10_ms for a in check],
+        [a.predicted_ms for a in check],
         alpha=0.4,
         label="random architectures",
     )
     for row in report.rows:
         if row.measured_ms is not None:
             ax.scatter([row.measured_ms], [row.estimate.latency_ms], marker="*", s=120, label=row.name)
-    lo = (
-        min([a["measured"]["p10_ms"] for a in check] + [r.measured_ms or math.inf for r in report.rows]) * 0.9
-    )
-    hi = max([a["measured"]["p10_ms"] for a in check] + [r.measured_ms or 0 for r in report.rows]) * 1.1
+    lo = min([a.measured.p10_ms for a in check] + [r.measured_ms or math.inf for r in report.rows]) * 0.9
+    hi = max([a.measured.p10_ms for a in check] + [r.measured_ms or 0 for r in report.rows]) * 1.1
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set(xlabel="measured (ms)", ylabel="LUT-predicted (ms)", title="LUT prediction vs measurement")
     ax.legend(fontsize=7)
@@ -215,9 +213,7 @@ def curves_figure(report: Report, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for row in report.rows[1:]:
         if row.curve:
-            ax.plot(
-                [p["step"] for p in row.curve], [p["perplexity"] for p in row.curve], "o-", label=row.name
-            )
+            ax.plot([p.step for p in row.curve], [p.perplexity for p in row.curve], "o-", label=row.name)
     ax.axhline(report.rows[0].ppl_after, color="k", ls="--", label="teacher")
     ax.set(
         xlabel="finetune step", ylabel="held-out perplexity", title="Final finetune (Stage 4)", yscale="log"
@@ -313,9 +309,9 @@ def markdown(report: Report, figures: list[str]) -> str:
         "## The LUT",
         "",
         f"Built in {lut.build_seconds:.0f} s; the device moved {_pct(lut.drift)} between the start and the "
-        f"end of the build ({stability} by its threshold). {check['count']} random architectures timed "
-        f"whole: median |error| {check['median_abs_error']:.1%}, worst {check['max_abs_error']:.1%}, "
-        f"device drift since the build {check['drift']:+.1%}.",
+        f"end of the build ({stability} by its threshold). {check.count} random architectures timed "
+        f"whole: median |error| {check.median_abs_error:.1%}, worst {check.max_abs_error:.1%}, "
+        f"device drift since the build {check.drift:+.1%}.",
         "",
         "## Stages",
         "",
@@ -323,15 +319,20 @@ def markdown(report: Report, figures: list[str]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for name, stage in report.stages.items():
-        ids = ", ".join(
-            f"{k} {stage[k]}" for k in ("job_id", "lut_id", "validation_id") if stage.get(k) is not None
+        ids = {"job_id": stage.job_id, "lut_id": stage.lut_id, "validation_id": stage.validation_id}
+        notes = {
+            "spearman": stage.spearman,
+            "rank_stability": stage.rank_stability,
+            "perplexity": stage.perplexity,
+            "solutions": stage.solutions,
+            "status": stage.status,
+        }
+        ids_text = ", ".join(f"{k} {v}" for k, v in ids.items() if v is not None)
+        notes_text = ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in notes.items() if v is not None
         )
-        extra = ", ".join(
-            f"{k} {stage[k]:.3g}" if isinstance(stage[k], float) else f"{k} {stage[k]}"
-            for k in ("spearman", "rank_stability", "perplexity", "solutions", "status")
-            if stage.get(k) is not None
-        )
-        lines.append(f"| {name} | {stage.get('wall_s', '-')} | {ids} | {extra} |")
+        wall = stage.wall_s if stage.wall_s is not None else "-"
+        lines.append(f"| {name} | {wall} | {ids_text} | {notes_text} |")
     if report.export:
         lines += ["", "## The exported model", "", *exported(report), ""]
     lines += ["", "## Configuration", "", "```json", json.dumps(report.config, indent=1), "```", ""]
@@ -341,12 +342,12 @@ def markdown(report: Report, figures: list[str]) -> str:
 def exported(report: Report) -> list[str]:
     export, model = report.export, report.out / "model"
     decilm = "written (`nemotron-nas/`)"
-    if not export["decilm"]:
-        decilm = "not expressible (" + "; ".join(export["decilm_reasons"][:3]) + ")"
+    if not export.decilm:
+        decilm = "not expressible (" + "; ".join(export.decilm_reasons[:3]) + ")"
     return [
-        f"`{model}`: {len(export['files'])} files; reloads to bit-identical logits: "
-        f"{export['reload_identical']}; ONNX in onnxruntime, largest logit difference "
-        f"{export['onnx_max_abs_diff']}; DeciLM / Nemotron-NAS form: {decilm}.",
+        f"`{model}`: {len(export.files)} files; reloads to bit-identical logits: "
+        f"{export.reload_identical}; ONNX in onnxruntime, largest logit difference "
+        f"{export.onnx_max_abs_diff}; DeciLM / Nemotron-NAS form: {decilm}.",
         "",
         f"    unast generate {model} --prompt 'ROMEO:'",
     ]

@@ -9,24 +9,37 @@ dtype) before one is built.
 
 import contextlib
 import signal
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
-from services.pipeline.configs import Config, pool
-from services.pipeline.progress import Reporter
+from pydantic import BaseModel
+
+from services.pipeline.configs import Config
+from services.pipeline.progress import Reporter, StageProgress
 from services.pipeline.record import RunRecord, digest
 from services.pipeline.stack import Services
+from shared.candidates import slot_pools
 from shared.clients.base import ServiceError
-from shared.schemas.lut import CostTable, Lut, ThisDevice
-from shared.schemas.operators import spec_name
+from shared.clients.jobs import JobsClient
+from shared.schemas.jobs import Job
+from shared.schemas.lut import (
+    BuildRequest,
+    CostTable,
+    Lut,
+    LutKey,
+    ThisDevice,
+    Validation,
+    ValidationRequest,
+)
+from shared.schemas.operators import OperatorSpec, spec_name
 from shared.schemas.scores import ScoreTable
-from shared.schemas.search import Budget, SearchResponse
+from shared.schemas.search import Budget, Candidate, SearchRequest, SearchResponse, Slot, Unreachable
 from shared.schemas.shape import ModelShape
+from shared.schemas.trainer import DistillResult, DistillSpec, JobSpec, ScoreSpec
 
 POLL_S = 1.0
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class PipelineError(RuntimeError):
@@ -49,7 +62,11 @@ class Run:
     device_kind: str
     out: Path
     stopping: bool = False
-    state: dict[str, Any] = field(default_factory=dict)  # results passed between stages in this process
+
+    @cached_property
+    def candidates(self) -> dict[str, list[OperatorSpec]]:
+        """Every slot's candidates, from the configuration's pool (shared/candidates.py)."""
+        return slot_pools(self.shape, self.config.pool)
 
     def check_stop(self) -> None:
         if self.stopping:
@@ -67,43 +84,56 @@ def install_stop_handlers(run: Run) -> None:
 # -- waiting for jobs -----------------------------------------------------------------------------
 
 
-def wait_trainer(run: Run, stage: str, job_id: str, *, share: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Poll a trainer job to its end, moving the stage's bar; its result, or PipelineError."""
+def following(
+    run: Run, bar: StageProgress, client: JobsClient, share: tuple[float, float] = (0.0, 1.0)
+) -> Callable[[Job], None]:
+    """What a wait does at each poll: move the stage's bar (over its `share`: start, span); on SIGINT
+    or SIGTERM, cancel the job (the run stays resumable: a cancelled job is submitted again) and stop."""
+
+    def on_progress(job: Job) -> None:
+        if run.stopping:
+            with contextlib.suppress(ServiceError):  # it finished in between
+                client.cancel(job.id)
+            raise Stopped()
+        bar.update(share[0] + share[1] * job.progress, f"{job.state}: {job.message}", job.eta_s)
+
+    return on_progress
+
+
+def spent(job: Job) -> bool:
+    """A recorded job that will not succeed (a stopped run cancels its job): submit the work again."""
+    return job.state in ("failed", "cancelled") or job.cancel_requested
+
+
+def wait_trainer(run: Run, stage: str, job_id: str, *, share: tuple[float, float] = (0.0, 1.0)) -> BaseModel:
+    """Wait for a trainer job, moving the stage's bar; its kind's result, or PipelineError."""
     trainer = run.services.trainer
     with run.reporter.stage(stage) as bar:
-        while True:
-            if run.stopping:
-                with contextlib.suppress(ServiceError):  # it finished in between
-                    trainer.cancel(job_id)
-                raise Stopped()
-            job = trainer.job(job_id)
-            bar.update(share[0] + share[1] * job.progress, f"{job.state}: {job.message}", job.eta_s)
-            if job.state in FINISHED:
-                break
-            time.sleep(POLL_S)
+        job = trainer.wait(job_id, following(run, bar, trainer, share), poll_s=POLL_S)
         if job.state != "succeeded":
             lines = [line.message for line in trainer.log(job_id, tail=8).lines]
             raise PipelineError(
                 f"{stage}: trainer job {job_id} {job.state}: {job.error}\n" + "\n".join(lines)
             )
         bar.done(f"job {job_id} succeeded")
-    return trainer.result(job_id).result
+    return trainer.result(job_id)
 
 
 def trainer_job(
-    run: Run, stage: str, spec: dict, *, share: tuple[float, float] = (0.0, 1.0)
-) -> tuple[str, dict]:
-    """Submit a job (or find the one an earlier run submitted) and wait for it: (job id, result). The
-    stage is finished with the job's id; a stage already finished with these inputs is not entered."""
+    run: Run, stage: str, spec: JobSpec, *, share: tuple[float, float] = (0.0, 1.0)
+) -> tuple[str, BaseModel]:
+    """Submit a job (or find the one an earlier run submitted) and wait for it: (job id, its kind's
+    result). The stage is finished with the job's id; a stage already finished with these inputs is
+    not entered."""
     key = digest(stage, spec)
     if (done := run.record.reusable(stage, key)) is not None:
-        return done["job_id"], run.services.trainer.result(done["job_id"]).result
+        return done.job_id, run.services.trainer.result(done.job_id)
     record = run.record.stage(stage)
-    attempt = record.get("attempt", 0) if record.get("key") == key else 0
-    job_id = record.get("job_id") if record.get("key") == key else None
+    attempt = record.attempt if record.key == key else 0
+    job_id = record.job_id if record.key == key else None
     if job_id is not None:
         job = run.services.trainer.job(job_id)
-        if job.state in ("failed", "cancelled") or job.cancel_requested:
+        if spent(job):
             attempt += 1  # that key is spent (a stopped run cancels its job): the same spec, a new key
             job_id = None
     run.record.start(stage, key)
@@ -116,16 +146,12 @@ def trainer_job(
     return job_id, result
 
 
-def wait_profiler(run: Run, stage: str, job_id: str) -> Any:
+def wait_profiler(run: Run, stage: str, job_id: str) -> Job:
+    """Wait for a profiler job (a build or a validation), moving the stage's bar; the succeeded job, or
+    PipelineError."""
     profiler = run.services.profiler
     with run.reporter.stage(stage) as bar:
-        while True:
-            run.check_stop()  # a profiler job cannot be cancelled: it is left to finish for a later run
-            job = profiler.job(job_id)
-            bar.update(job.progress, f"{job.state}: {job.message}", job.eta_s)
-            if job.state in FINISHED:
-                break
-            time.sleep(POLL_S)
+        job = profiler.wait(job_id, following(run, bar, profiler), poll_s=POLL_S)
         if job.state != "succeeded":
             raise PipelineError(f"{stage}: profiler job {job_id} {job.state}: {job.error}")
         bar.done(f"job {job_id} succeeded")
@@ -149,17 +175,19 @@ def profile(run: Run) -> Lut:
     """The device's LUT for the teacher's shape: an existing one of the same key, or a new build;
     then a validation of random architectures (how well it predicts whole models)."""
     this = device(run)
-    key = {
-        "shape": str(run.teacher),
-        "regime": "prefill",
-        "batch": 1,
-        "length": run.config.length,
-        "dtype": "float32",
-    }
+    request = BuildRequest(
+        shape=str(run.teacher),
+        regime="prefill",
+        batch=1,
+        length=run.config.length,
+        dtype="float32",
+        time_cap_s=run.config.lut_time_cap_s,
+    )
+    key = request.model_dump(mode="json", include=set(LutKey.model_fields))  # the LUT's key, as named
     stage_key = digest("profile", key, this.key, run.config.lut_time_cap_s)
     profiler = run.services.profiler
     if (done := run.record.reusable("profile", stage_key)) is not None:
-        return profiler.lut(done["lut_id"])
+        return profiler.lut(done.lut_id)
     run.record.start("profile", stage_key)
     found = (
         [
@@ -176,13 +204,13 @@ def profile(run: Run) -> Lut:
             f"[profile] reusing LUT {lut.id} of {this.name}, measured {lut.measured_at:%Y-%m-%d %H:%M}"
         )
     else:
-        job_id = run.record.stage("profile").get("job_id")
-        if job_id is None or profiler.job(job_id).state in ("failed", "cancelled"):
-            body = {**key, "time_cap_s": run.config.lut_time_cap_s}
-            job_id = profiler.request("POST", "/v1/luts", json=body)["id"]
+        job_id = run.record.stage("profile").job_id
+        if job_id is None or spent(profiler.job(job_id)):
+            job_id = profiler.build_lut(request).id
             run.record.update("profile", job_id=job_id)
-        lut = profiler.lut(wait_profiler(run, "profile", job_id).lut_id)
-    validation = validate(run, "lut-check", lut, {"count": run.config.validation_count, "seed": 1})
+        wait_profiler(run, "profile", job_id)
+        lut = profiler.lut(profiler.build_result(job_id).lut_id)
+    check = validate(run, "lut-check", lut, ValidationRequest(count=run.config.validation_count, seed=1))
     run.record.finish(
         "profile",
         lut_id=lut.id,
@@ -190,62 +218,59 @@ def profile(run: Run) -> Lut:
         device=this.name,
         drift=lut.drift,
         stable=lut.stable,
-        validation_id=validation["id"],
+        validation_id=check.id,
     )
     return lut
 
 
-def validate(run: Run, stage: str, lut: Lut, body: dict) -> dict:
+def validate(run: Run, stage: str, lut: Lut, request: ValidationRequest) -> Validation:
     """A validation of the LUT (random architectures, or given ones), recorded under `stage`."""
-    key = digest(stage, lut.id, lut.measured_at, body)
-    if (done := run.record.reusable(stage, key)) is not None:
-        return run.services.profiler.validation(done["validation_id"]).model_dump(mode="json")
-    run.record.start(stage, key)
-    job_id = run.record.stage(stage).get("job_id")
+    key = digest(stage, lut.id, lut.measured_at, request.model_dump(mode="json", exclude_unset=True))
     profiler = run.services.profiler
-    if job_id is None or profiler.job(job_id).state in ("failed", "cancelled"):
-        body = {**body, "time_cap_s": max(5.0, run.config.lut_time_cap_s / 2)}
-        job_id = profiler.request("POST", f"/v1/luts/{lut.id}/validations", json=body)["id"]
+    if (done := run.record.reusable(stage, key)) is not None:
+        return profiler.validation(done.validation_id)
+    run.record.start(stage, key)
+    job_id = run.record.stage(stage).job_id
+    if job_id is None or spent(profiler.job(job_id)):
+        timed = request.model_copy(update={"time_cap_s": max(5.0, run.config.lut_time_cap_s / 2)})
+        job_id = profiler.validate_lut(lut.id, timed).id
         run.record.update(stage, job_id=job_id)
-    validation = profiler.validation(wait_profiler(run, stage, job_id).validation_id)
+    wait_profiler(run, stage, job_id)
+    done = profiler.validation(profiler.validation_result(job_id).validation_id)
     run.record.finish(
         stage,
-        validation_id=validation.id,
-        median_abs_error=validation.median_abs_error,
-        max_abs_error=validation.max_abs_error,
-        drift=validation.drift,
+        validation_id=done.id,
+        median_abs_error=done.median_abs_error,
+        max_abs_error=done.max_abs_error,
+        drift=done.drift,
     )
-    return validation.model_dump(mode="json")
+    return done
 
 
-def distill(run: Run) -> tuple[str, dict]:
-    candidates = pool(run.config, run.shape)
-    spec = {
-        "kind": "distill",
-        "teacher": str(run.teacher),
-        "steps": run.config.distill_steps,
-        "batch_size": run.config.distill_batch,
-        "seq_len": run.config.seq_len,
-        "warmup": max(1, run.config.distill_steps // 20),
-        "eval_batches": 8,
-        "checkpoint_every": max(10, run.config.distill_steps // 10),
-    }
-    if candidates is not None:
-        spec["candidates"] = {slot: [op.model_dump() for op in ops] for slot, ops in candidates.items()}
+def distill(run: Run) -> tuple[str, DistillResult]:
+    spec = DistillSpec(
+        teacher=str(run.teacher),
+        # the default pool is the trainer's own default: the spec names the small one only
+        candidates=run.candidates if run.config.pool != "default" else None,
+        steps=run.config.distill_steps,
+        batch_size=run.config.distill_batch,
+        seq_len=run.config.seq_len,
+        warmup=max(1, run.config.distill_steps // 20),
+        eval_batches=8,
+        checkpoint_every=max(10, run.config.distill_steps // 10),
+    )
     return trainer_job(run, "distill", spec)
 
 
 def score(run: Run, distill_job: str) -> ScoreTable:
-    spec = {
-        "kind": "score",
-        "distill_job": distill_job,
-        "batch_size": run.config.batch,
-        "seq_len": run.config.seq_len,
-        "eval_batches": run.config.score_batches,
-        "checkpoint_every": 4,
-    }
-    _, result = trainer_job(run, "score", spec)
-    table = ScoreTable.model_validate(result)
+    spec = ScoreSpec(
+        distill_job=distill_job,
+        batch_size=run.config.batch,
+        seq_len=run.config.seq_len,
+        eval_batches=run.config.score_batches,
+        checkpoint_every=4,
+    )
+    _, table = trainer_job(run, "score", spec)
     run.record.update(
         "score",
         teacher_loss=table.teacher_loss,
@@ -255,25 +280,22 @@ def score(run: Run, distill_job: str) -> ScoreTable:
     return table
 
 
-def search(run: Run, stage: str, request: dict) -> SearchResponse:
+def search(run: Run, stage: str, request: SearchRequest) -> SearchResponse:
     """The search (stateless and quick: asked again on every run, its answer recorded)."""
     run.check_stop()
     run.record.start(stage, digest(stage, request))
     with run.reporter.stage(stage) as bar:
-        bar.update(0.0, f"K={request.get('k', 1)}")
+        bar.update(0.0, f"K={request.k}")
         try:
-            response = run.services.search.request(
-                "POST", "/v1/search", json=request, timeout=request.get("time_limit_s", 30) + 60
-            )
+            found = run.services.search.search(request)
         except ServiceError as exc:
             if exc.code == "infeasible":
                 least = "; ".join(
-                    f"{d['cost']} at least {d['min_achievable']:.6g} (budget {d['max']:.6g})"
-                    for d in exc.details
+                    f"{u.cost} at least {u.min_achievable:.6g} (budget {u.max:.6g})"
+                    for u in map(Unreachable.model_validate, exc.details)
                 )
                 raise PipelineError(f"no architecture meets the budgets: {least}") from None
             raise
-        found = SearchResponse.model_validate(response)
         bar.done(f"{len(found.solutions)} architecture(s), {found.status}: {found.message}")
     run.record.finish(stage, status=found.status, solutions=len(found.solutions))
     return found
@@ -281,31 +303,25 @@ def search(run: Run, stage: str, request: dict) -> SearchResponse:
 
 def feasible(run: Run, costs: CostTable) -> None:
     """Before any training: can any architecture of the pool meet the budgets? (scores all 0)"""
+    learned = {slot: {spec_name(op) for op in ops} for slot, ops in run.candidates.items()}
     slots = [
-        {
-            "id": s.id,
-            "candidates": [
-                {"id": c.id, "score": 0.0, "costs": c.costs, "reference": c.reference} for c in s.candidates
+        Slot(
+            id=s.id,
+            candidates=[
+                Candidate(id=c.id, score=0.0, costs=c.costs, reference=c.reference)
+                for c in s.candidates
+                if c.id in learned[s.id]  # only what the distill job will learn
             ],
-        }
+        )
         for s in costs.slots
     ]
-    body = {
-        "slots": _pool_only(run, slots),
-        "fixed": costs.fixed,
-        "peak_costs": costs.peak_costs,
-        "derived_costs": costs.derived_costs,
-        "budgets": [b.model_dump(exclude_none=True) for b in run.budgets],
-        "k": 1,
-        "time_limit_s": 30,
-    }
-    search(run, "budget-check", body)
-
-
-def _pool_only(run: Run, slots: list[dict]) -> list[dict]:
-    """Slots restricted to the operators the distill job will learn (all, for the default pool)."""
-    candidates = pool(run.config, run.shape)
-    if candidates is None:
-        return slots
-    names = {slot: {spec_name(op) for op in ops} for slot, ops in candidates.items()}
-    return [{**s, "candidates": [c for c in s["candidates"] if c["id"] in names[s["id"]]]} for s in slots]
+    request = SearchRequest(
+        slots=slots,
+        fixed=costs.fixed,
+        peak_costs=costs.peak_costs,
+        derived_costs=costs.derived_costs,
+        budgets=run.budgets,
+        k=1,
+        time_limit_s=30,
+    )
+    search(run, "budget-check", request)

@@ -16,13 +16,13 @@ from pydantic_core import to_jsonable_python
 from services.profiler import lookup, store
 from services.profiler.deps import lut_for_request
 from services.profiler.device import probe
-from services.profiler.jobs import BuildSpec, ValidationSpec, stale_after_s, submit
+from services.profiler.jobs import BuildSpec, ValidationSpec, submit
 from services.profiler.limits import check_build, check_validation
 from services.profiler.main import MIGRATIONS, VERSION_TABLE, create_app
 from services.profiler.shapes import resolved
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.errors import ApiError
-from shared.schemas.lut import BuildRequest, EstimateRequest, ValidationRequest
+from shared.schemas.lut import BuildRequest, BuildResult, EstimateRequest, ValidationRequest, ValidationResult
 from shared.serve import serve
 from shared.settings import Settings, get_settings
 
@@ -101,19 +101,17 @@ def _sessions(settings: Settings):
 
 
 def _run_recorded(settings: Settings, spec: BuildSpec | ValidationSpec):
-    """Record a job and run it here, as a worker would; returns the finished job."""
+    """Record a job and run it here, as a worker would; returns the sessions and the job's result."""
     from services.profiler.worker import profiler_worker
 
     sessions = _sessions(settings)
     with sessions() as session:
         job_id = submit(session, spec=spec).id
     print(f"job {job_id}: {spec.kind} in this process", file=sys.stderr)
-    profiler_worker(settings).run_one(job_id, threading.Event())
-    with sessions() as session:
-        job = store.get_job(session, job_id=job_id, stale_after_s=stale_after_s(settings))
+    job = profiler_worker(settings).run_one(job_id, threading.Event())
     if job.state != "succeeded":
         raise RuntimeError(f"job {job_id} {job.state}: {job.error}")
-    return sessions, job
+    return sessions, job.result
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> None:
@@ -122,9 +120,9 @@ def _build(args: argparse.Namespace, settings: Settings) -> None:
     with _sessions(settings)() as session:
         build = resolved(BuildSpec, request, settings, session)
     check_build(build, probe(settings), settings)
-    sessions, job = _run_recorded(settings, build)
+    sessions, result = _run_recorded(settings, build)
     with sessions() as session:
-        _print(store.get_lut(session, lut_id=job.lut_id))
+        _print(store.get_lut(session, lut_id=BuildResult.model_validate(result).lut_id))
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> None:
@@ -134,9 +132,10 @@ def _validate(args: argparse.Namespace, settings: Settings) -> None:
     if lut is None:
         raise LookupError(f"LUT {args.lut_id} not found")
     check_validation(lut, request, probe(settings), settings)
-    sessions, job = _run_recorded(settings, ValidationSpec(**request.model_dump(), lut_id=args.lut_id))
+    sessions, result = _run_recorded(settings, ValidationSpec(**request.model_dump(), lut_id=args.lut_id))
+    validation_id = ValidationResult.model_validate(result).validation_id
     with sessions() as session:
-        _print(store.get_validation(session, validation_id=job.validation_id))
+        _print(store.get_validation(session, validation_id=validation_id))
 
 
 def _worker(settings: Settings) -> None:

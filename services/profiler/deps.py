@@ -1,4 +1,4 @@
-"""Dependencies the profiler's routes share: this device, the stale-job threshold, LUT look-ups."""
+"""Dependencies the profiler's routes share: this device, LUT look-ups."""
 
 from typing import Annotated
 
@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 
 from services.profiler import store
 from services.profiler.device import DeviceInfo, probe_in_subprocess
-from services.profiler.jobs import stale_after_s
 from services.profiler.shapes import resolved
 from shared.api import SettingsDep
 from shared.errors import ApiError, invalid, not_found
@@ -23,12 +22,7 @@ def this_device(settings: SettingsDep) -> DeviceInfo:
         raise ApiError(503, str(exc)) from exc
 
 
-def stale_after(settings: SettingsDep) -> float:
-    return stale_after_s(settings)
-
-
 ThisDeviceDep = Annotated[DeviceInfo, Depends(this_device)]
-StaleAfterDep = Annotated[float, Depends(stale_after)]
 
 
 def lut_or_404(session: Session, lut_id: int) -> Lut:

@@ -5,32 +5,26 @@ measurement never shares an interpreter with the server) claims it. A worker mea
 device and takes that device's lock, so measurements on one device run one at a time and never
 disturb each other. A build's LUT, or a validation's record, is written in the transaction that marks
 the job succeeded: a worker that dies leaves no half LUT. A measurement is not resumed: a job whose
-worker was lost is failed (rebuild it), and readers see that at once (store.py reaps on read).
+worker was lost is failed (rebuild it; models.recovery), and readers see that at once. A cancelled
+build stops at its next progress report (ctx.status), within a heartbeat.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.profiler import store
 from services.profiler.device import DeviceInfo, probe
-from services.profiler.limits import MEMORY_SHARE
 from services.profiler.models import QUEUE
 from services.profiler.profiling import LutMeasurement, ValidationMeasurement, build_lut, validate_lut
+from shared.costs import MEMORY_SHARE
 from shared.db import make_engine, make_sessionmaker
-from shared.schemas.lut import Build, ValidationRequest
+from shared.schemas.lut import Build, BuildResult, ValidationRequest, ValidationResult
 from shared.settings import Settings
-
-STALE_HEARTBEATS = 10  # a job silent for this many heartbeat intervals has lost its worker
-
-
-def stale_after_s(settings: Settings) -> float:
-    return STALE_HEARTBEATS * settings.profiler_heartbeat_s
 
 
 class BuildSpec(Build):
@@ -40,17 +34,6 @@ class BuildSpec(Build):
 class ValidationSpec(ValidationRequest):
     kind: Literal["validate"] = "validate"
     lut_id: int
-
-
-class BuildResult(BaseModel):
-    lut_id: int
-    device_id: int
-
-
-class ValidationResult(BaseModel):
-    validation_id: int
-    lut_id: int
-    device_id: int
 
 
 @contextmanager

@@ -5,16 +5,15 @@ memory from exact weight and KV-cache bytes and computed activations. Both are r
 tell a build of minutes from one of hours, and a fitting one from one that cannot.
 """
 
-from services.profiler.costs import computed_activation_bytes, fixed_weight_bytes, flops, tokens
+from services.profiler.costs import computed_activation_bytes, flops, tokens
 from services.profiler.device import DeviceInfo
 from services.profiler.lookup import NotMeasured, estimate
 from services.profiler.profiling import architectures_to_time, measured_operators
+from shared.costs import MEMORY_SHARE, fixed_weight_bytes, kv_bytes_per_token, weight_bytes
 from shared.errors import invalid
-from shared.operators import kv_bytes_per_token, weight_bytes
 from shared.schemas.lut import DTYPE_BYTES, Build, Lut, ValidationRequest
 from shared.settings import Settings
 
-MEMORY_SHARE = 0.8  # of the device's memory a job may plan to use; the rest is the system's
 CALL_OVERHEAD_S = 50e-6  # interpreter and kernel-launch time of one module call, roughly
 
 

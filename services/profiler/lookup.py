@@ -3,6 +3,7 @@
 import math
 
 from services.profiler.costs import tokens
+from shared.costs import parameters
 from shared.schemas.lut import CostCandidate, Costs, CostSlot, CostTable, Estimate, Lut, LutEntry, SlotCost
 from shared.schemas.operators import Architecture, fits, is_teacher, spec_hash
 
@@ -42,7 +43,7 @@ def estimate(lut: Lut, architecture: Architecture) -> Estimate:
         lut_id=lut.id,
         device_id=lut.device_id,
         latency_ms=math.fsum(p.latency_ms for p in parts),  # correctly rounded, as the search sums it
-        params=sum(p.params for p in parts),
+        params=parameters(architecture, lut.shape),  # the sum of the parts' params, by construction
         weight_bytes=weights,
         kv_bytes_per_token=kv_per_token,
         kv_cache_bytes=kv_cache,

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.profiler.routes import devices, jobs, luts, queries, validations
+from services.jobs.routes import jobs_router
+from services.profiler.models import QUEUE, recovery
+from services.profiler.routes import devices, luts, queries, validations
 from shared.api import stateful_service_app
 from shared.settings import Settings, get_settings
 
@@ -21,7 +23,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         version_table=VERSION_TABLE,
     )
-    for module in (devices, luts, jobs, validations, queries):
+    for module in (devices, luts, validations, queries):
         app.include_router(module.router)
+    app.include_router(jobs_router(QUEUE, recovery))
     app.include_router(devices.this)
     return app

@@ -5,22 +5,19 @@ regime, batch, length, dtype), so rebuilding one replaces it in place. Builds an
 of the job runtime (services/jobs), in the profiler's own job tables.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from services.jobs.queue import JobQueue
-from services.jobs.tables import ArtifactColumns, JobColumns, JobLogColumns, JobTables
+from services.jobs.queue import JobQueue, Recovery
+from services.jobs.tables import ArtifactColumns, JobColumns, JobLogColumns, JobTables, utcnow
+from shared.settings import Settings
 
 
 class Base(DeclarativeBase):
     pass
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class DeviceRow(Base):
@@ -120,3 +117,9 @@ class Artifact(ArtifactColumns, Base):
 
 
 QUEUE = JobQueue(JobTables(job=Job, log=JobLogLine, artifact=Artifact))
+
+
+def recovery(settings: Settings) -> Recovery:
+    """A measurement is not resumed (a second attempt would mix two runs' timings): a job whose worker
+    was lost is failed at once, for its workers and its readers alike; rebuild it."""
+    return Recovery(stale_s=settings.profiler_stale_s, max_attempts=1)

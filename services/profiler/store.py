@@ -1,7 +1,7 @@
 """Reading and writing the profiler's tables. Keyword-only data functions; None when absent.
 
 Writers never commit: the caller decides the transaction, so a LUT and its job's success land together
-or not at all. Job rows are the job runtime's (services/jobs/queue.py); reading them reaps the stale.
+or not at all. Job rows are the job runtime's (services/jobs/queue.py), read through its routes.
 """
 
 from datetime import UTC, datetime
@@ -11,14 +11,12 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.jobs.queue import stale_cutoff
+from services.jobs.tables import utcnow
 from services.profiler.device import DeviceInfo
-from services.profiler.models import QUEUE, DeviceRow, LutEntryRow, LutRow, ValidationRow, utcnow
-from services.profiler.models import Job as JobRow
+from services.profiler.models import DeviceRow, LutEntryRow, LutRow, ValidationRow
 from services.profiler.profiling import LutMeasurement, ValidationMeasurement, error_summary
 from shared.schemas.lut import (
     Device,
-    Job,
     Lut,
     LutEntry,
     LutKey,
@@ -247,52 +245,3 @@ def list_validations(session: Session, *, lut_id: int) -> list[Validation]:
         select(ValidationRow).where(ValidationRow.lut_id == lut_id).order_by(ValidationRow.id)
     )
     return [_validation(row) for row in rows]
-
-
-# -- jobs ------------------------------------------------------------------------------------------
-
-
-def _job(row: JobRow) -> Job:
-    result = row.result or {}
-    return Job(
-        id=row.id,
-        kind=row.kind,
-        state=row.state,
-        progress=row.progress,
-        message=row.message,
-        eta_s=row.eta_s,
-        error=row.error,
-        spec={k: v for k, v in row.spec.items() if k != "kind"},
-        device_id=result.get("device_id"),
-        lut_id=result.get("lut_id", row.spec.get("lut_id")),
-        validation_id=result.get("validation_id"),
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        heartbeat_at=row.heartbeat_at,
-    )
-
-
-def reap_stale(session: Session, *, stale_after_s: float) -> None:
-    """A running job whose worker stopped beating (killed, machine lost) is failed at once: readers
-    see the truth whether or not a worker is about to recover it. Commits."""
-    QUEUE.recover_stale(session, stale_before=stale_cutoff(stale_after_s), max_attempts=1)
-
-
-def get_job(session: Session, *, job_id: str, stale_after_s: float) -> Job | None:
-    reap_stale(session, stale_after_s=stale_after_s)
-    row = QUEUE.get(session, job_id=job_id)
-    return _job(row) if row else None
-
-
-def list_jobs(
-    session: Session, *, stale_after_s: float, kind: str | None = None, state: str | None = None
-) -> list[Job]:
-    """Oldest first."""
-    reap_stale(session, stale_after_s=stale_after_s)
-    query = select(JobRow).order_by(JobRow.created_at, JobRow.id)
-    if kind is not None:
-        query = query.where(JobRow.kind == kind)
-    if state is not None:
-        query = query.where(JobRow.state == state)
-    return [_job(row) for row in session.scalars(query)]

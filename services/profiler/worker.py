@@ -5,9 +5,9 @@ import torch
 from sqlalchemy import Engine
 
 from services.jobs.worker import Worker, WorkerConfig
-from services.profiler.jobs import KINDS, stale_after_s
+from services.profiler.jobs import KINDS
 from services.profiler.main import MIGRATIONS, VERSION_TABLE
-from services.profiler.models import QUEUE
+from services.profiler.models import QUEUE, recovery
 from shared.db import upgrade
 from shared.settings import Settings
 
@@ -17,9 +17,8 @@ def profiler_worker(settings: Settings) -> Worker:
     torch.set_num_threads(settings.torch_threads)
     config = WorkerConfig(
         heartbeat_s=settings.profiler_heartbeat_s,
-        stale_s=stale_after_s(settings),
+        recovery=recovery(settings),
         poll_s=settings.profiler_poll_s,
-        max_attempts=1,  # a measurement is not resumed: a lost worker fails its job
         directory=lambda job_id: settings.artifacts_root.resolve() / "profiler" / job_id,
     )
 

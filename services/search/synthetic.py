@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from shared.schemas.operators import slot_id
 from shared.schemas.search import Budget, Candidate, Slot
 
 HIDDEN = 2048
@@ -64,7 +65,7 @@ def synthetic_slots(num_slots: int, num_candidates: int, seed: int = 0, memory: 
             if memory:
                 costs |= _memory(costs["params"], fraction, mlp)
             candidates.append(Candidate(id=f"op{j}", score=score, costs=costs))
-        slots.append(Slot(id=f"block{i // 2}.{'mlp' if mlp else 'attn'}", candidates=candidates))
+        slots.append(Slot(id=slot_id(i // 2, "mlp" if mlp else "attention"), candidates=candidates))
     return slots
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from services.search.problem import BUDGET_RTOL, Problem
 from shared.errors import ApiError
+from shared.schemas.search import Unreachable
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def infeasible(model: WholeModel) -> ApiError:
         "value reachable",
         code="infeasible",
         details=[
-            {"cost": name, "max": limit, "min_achievable": model.minimum(name)}
+            Unreachable(cost=name, max=limit, min_achievable=model.minimum(name)).model_dump()
             for name, limit in model.budgets.items()
         ],
     )

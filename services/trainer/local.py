@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import TypeAdapter
 
 from services.jobs.context import JobRecord, LocalContext
-from services.trainer.kinds import KINDS, JobSpec
+from services.trainer.kinds import KINDS
 from services.trainer.models import QUEUE
 from shared.db import make_engine, make_sessionmaker
 from shared.files import atomic_path
+from shared.schemas.trainer import job_spec_adapter
 from shared.settings import Settings
 
 
@@ -48,7 +48,7 @@ def store_lookup(settings: Settings):
 
 def run_locally(spec_file: Path, out: Path, settings: Settings) -> dict[str, Any]:
     """Validate the spec, join the torchrun group if there is one, run the job, write result.json."""
-    spec = TypeAdapter(JobSpec).validate_json(spec_file.read_text())
+    spec = job_spec_adapter.validate_json(spec_file.read_text())
     kind = KINDS[spec.kind]
     torch.set_num_threads(settings.torch_threads)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -4,7 +4,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.trainer.routes import artifacts, jobs, logs
+from services.jobs.routes import jobs_router
+from services.trainer.models import QUEUE, recovery
+from services.trainer.routes import artifacts, jobs
 from shared.api import stateful_service_app
 from shared.settings import Settings, get_settings
 
@@ -21,6 +23,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         version_table=VERSION_TABLE,
     )
-    for router in (jobs.router, logs.router, artifacts.router):
+    for router in (jobs.router, jobs_router(QUEUE, recovery), artifacts.router):
         app.include_router(router)
     return app

@@ -2,12 +2,10 @@
 
 Rough on purpose, like the profiler's limits (services/profiler/limits.py): it tells a job that fits
 from one that cannot by orders of magnitude (seq_len 131072 x batch_size 4096), not a tight bound.
-The model is taken at its teacher's size (a student is no larger), all in float32:
-
-- weights, and for a training job their gradients and AdamW's two moments, plus the teacher beside;
-- activations: batch x seq_len x hidden x layers x ACTIVATIONS_PER_CHANNEL, all layers kept for the
-  backward pass when training, about one layer's worth when only evaluating;
-- logits: batch x seq_len x vocab, times LOGIT_COPIES (logits, log-softmax, their gradient).
+Each kind's spec declares its footprint (batch, sequence length, training or not); the model is the
+student the spec names (a student, a rank job's winner, a finetuned model), or else taken at its
+teacher's size (a distill, score or rank job runs the teacher; a directory may be an export, no larger);
+shared/costs.py's job_memory_bytes counts the rest, all in float32.
 
 The device is the trainer's (UNAST_TRAINER_DEVICE): this machine's memory for `cpu`; a CUDA device's,
 asked once of a short-lived process so that the API holds no GPU context. A job may plan on
@@ -21,25 +19,34 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.trainer.models import QUEUE
+from shared.costs import MEMORY_SHARE, job_memory_bytes
 from shared.errors import ApiError
+from shared.schemas.operators import Architecture
 from shared.schemas.shape import ModelShape
+from shared.schemas.trainer import (
+    DirectoryModel,
+    DistillSpec,
+    EvaluateSpec,
+    ExportSpec,
+    FinetunedModel,
+    FinetuneResult,
+    FinetuneSpec,
+    JobSpec,
+    ModelRef,
+    RankResult,
+    RankSpec,
+    RankWinner,
+    ScoreSpec,
+    StudentModel,
+)
 from shared.settings import Settings
 
 log = logging.getLogger("unast.trainer.memory")
-
-MEMORY_SHARE = 0.8
-FLOAT_BYTES = 4
-ACTIVATIONS_PER_CHANNEL = (
-    16  # kept per token, channel and layer for the backward pass (attention, MLP, norms)
-)
-LOGIT_COPIES = 3
-TRAINING_KINDS = {"distill", "rank", "finetune"}  # the others only evaluate
 
 
 def device_memory_bytes(device: str) -> int | None:
@@ -60,36 +67,16 @@ def _cuda_memory_bytes(index: int) -> int | None:
         return None
 
 
-def estimate_bytes(shape: ModelShape, *, batch: int, seq_len: int, training: bool) -> dict[str, float]:
-    """The parts of a job's memory, in bytes."""
-    h, layers = shape.hidden_size, shape.num_layers
-    attention = h * shape.head_dim * 2 * (shape.num_heads + shape.num_kv_heads)  # q and o, k and v
-    params = shape.vocab_size * h * (1 if shape.tie_word_embeddings else 2)
-    params += layers * (attention + 3 * h * shape.intermediate_size)
-    tokens = batch * seq_len
-    return {
-        "weights": params * FLOAT_BYTES * (5 if training else 1),  # + gradients, 2 moments, the teacher
-        "activations": tokens * h * (layers if training else 1) * ACTIVATIONS_PER_CHANNEL * FLOAT_BYTES,
-        "logits": tokens * shape.vocab_size * LOGIT_COPIES * FLOAT_BYTES,
-    }
-
-
-def check_memory(spec: BaseModel, settings: Settings, session: Session) -> None:
+def check_memory(spec: JobSpec, settings: Settings, session: Session) -> None:
     """422 naming batch_size and seq_len when the job would not fit the trainer's device. Runs after the
-    kind's own check, so paths are resolved and referenced jobs exist."""
-    fields = spec.model_dump()
-    if "batch_size" not in fields or "seq_len" not in fields:
-        return
-    shape = _model_shape(fields, session)
+    kind's own check, so paths are resolved and referenced jobs have succeeded."""
+    footprint = spec.footprint()
+    model = job_model(spec, session)
     available = device_memory_bytes(settings.trainer_device)
-    if shape is None or available is None:
+    if model is None or available is None:
         return
-    parts = estimate_bytes(
-        shape,
-        batch=fields["batch_size"],
-        seq_len=fields["seq_len"],
-        training=fields["kind"] in TRAINING_KINDS,
-    )
+    shape, architecture = model
+    parts = job_memory_bytes(architecture, shape, **footprint._asdict())
     need, offered = sum(parts.values()), available * MEMORY_SHARE
     if need <= offered:
         return
@@ -106,27 +93,54 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def _model_shape(spec: dict[str, Any], session: Session) -> ModelShape | None:
-    """The shape of the model a job works on, at its teacher's size; None when it cannot be found."""
-    directory = _model_dir(spec, session)
+Model = tuple[ModelShape, Architecture]  # the teacher's shape, and the architecture made from it
+
+
+def job_model(spec: JobSpec, session: Session) -> Model | None:
+    """The model a job holds, sized as the module's docstring says; None when it cannot be told."""
     try:
-        return ModelShape.from_hf_config(json.loads((directory / "config.json").read_text()))
+        match spec:
+            case DistillSpec():
+                return _directory(spec.teacher)
+            case ScoreSpec() | RankSpec():
+                return _distilled(spec.distill_job, session)
+            case EvaluateSpec() | FinetuneSpec() | ExportSpec():
+                return _referenced(spec.model, session)
+    except ValidationError:  # a stored job that does not read as its kind's models
+        return None
+    raise TypeError(f"{type(spec).__name__}: the memory check does not know which model it holds")
+
+
+def _referenced(ref: ModelRef, session: Session) -> Model | None:
+    """The kind's check has made sure that every job a reference names has succeeded."""
+    match ref:
+        case DirectoryModel():
+            return _directory(ref.path)
+        case StudentModel():
+            return _student(_distilled(ref.distill_job, session), ref.architecture)
+        case RankWinner():
+            rank = QUEUE.get(session, job_id=ref.rank_job)
+            distill_job = RankSpec.model_validate(rank.spec).distill_job
+            return _student(_distilled(distill_job, session), RankResult.model_validate(rank.result).winner)
+        case FinetunedModel():
+            result = FinetuneResult.model_validate(QUEUE.get(session, job_id=ref.finetune_job).result)
+            return _student(_directory(result.teacher), result.architecture)
+    raise AssertionError(ref)
+
+
+def _distilled(distill_job: str, session: Session) -> Model | None:
+    """A distill job's teacher."""
+    return _directory(DistillSpec.model_validate(QUEUE.get(session, job_id=distill_job).spec).teacher)
+
+
+def _student(teacher: Model | None, architecture: Architecture) -> Model | None:
+    return None if teacher is None else (teacher[0], architecture)
+
+
+def _directory(directory: str) -> Model | None:
+    """A model directory's shape, at its teacher's size."""
+    try:
+        shape = ModelShape.from_hf_config(json.loads((Path(directory) / "config.json").read_text()))
     except (OSError, TypeError, ValueError, KeyError):
         return None
-
-
-def _model_dir(spec: dict[str, Any], session: Session, depth: int = 0) -> Path | None:
-    """A directory whose config.json has the job's model shape (or its teacher's): the teacher, the
-    model directory, or found through the jobs the spec names."""
-    if depth > 4:
-        return None
-    if spec.get("teacher"):
-        return Path(spec["teacher"])
-    for ref in ("distill_job", "rank_job", "finetune_job"):
-        if spec.get(ref):
-            job = QUEUE.get(session, job_id=spec[ref])
-            return _model_dir(job.spec, session, depth + 1) if job is not None else None
-    model = spec.get("model")
-    if isinstance(model, dict):
-        return Path(model["path"]) if model.get("path") else _model_dir(model, session, depth + 1)
-    return None
+    return shape, Architecture.teacher(shape)

@@ -6,8 +6,9 @@ Changes go through a new migration (services/trainer/migrations).
 from sqlalchemy import Index, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase
 
-from services.jobs.queue import JobQueue
+from services.jobs.queue import JobQueue, Recovery
 from services.jobs.tables import ArtifactColumns, JobColumns, JobLogColumns, JobTables
+from shared.settings import Settings
 
 
 class Base(DeclarativeBase):
@@ -32,3 +33,9 @@ class Artifact(ArtifactColumns, Base):
 
 TABLES = JobTables(job=Job, log=JobLogLine, artifact=Artifact)
 QUEUE = JobQueue(TABLES)  # what the API and the workers do to these tables
+
+
+def recovery(settings: Settings) -> Recovery:
+    """A job whose worker was lost is queued again (the next worker resumes it from its last
+    checkpoint) until trainer_max_attempts workers were lost on it; workers and readers alike."""
+    return Recovery(stale_s=settings.trainer_stale_s, max_attempts=settings.trainer_max_attempts)

@@ -10,7 +10,7 @@ from services.jobs.kind import JobKind
 from services.jobs.worker import Worker, WorkerConfig
 from services.trainer.kinds import KINDS
 from services.trainer.main import MIGRATIONS, VERSION_TABLE
-from services.trainer.models import QUEUE
+from services.trainer.models import QUEUE, recovery
 from services.trainer.paths import job_dir
 from shared.db import upgrade
 from shared.settings import Settings
@@ -20,9 +20,8 @@ def trainer_worker(settings: Settings, kinds: Mapping[str, JobKind] = KINDS) -> 
     torch.set_num_threads(settings.torch_threads)
     config = WorkerConfig(
         heartbeat_s=settings.trainer_heartbeat_s,
-        stale_s=settings.trainer_stale_s,
+        recovery=recovery(settings),
         poll_s=settings.trainer_poll_s,
-        max_attempts=settings.trainer_max_attempts,
         directory=lambda job_id: job_dir(settings, job_id),
     )
 

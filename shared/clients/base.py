@@ -36,7 +36,7 @@ class ServiceClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.is_error:
-            raise _service_error(response)
+            raise service_error(response)
         return response.json() if response.content else None
 
     def health(self) -> dict:
@@ -55,7 +55,7 @@ class ServiceClient:
         self.close()
 
 
-def _service_error(response: httpx.Response) -> ServiceError:
+def service_error(response: httpx.Response) -> ServiceError:
     try:
         error = response.json()["error"]
         return ServiceError(response.status_code, error["code"], error["message"], error.get("details"))

@@ -1,16 +1,16 @@
 """Typed client of the profiler API: devices, LUT builds, queries, validations, exports."""
 
-import time
 from typing import Any
 
-from shared.clients.base import ServiceClient
+from shared.clients.jobs import JobsClient
+from shared.schemas.jobs import Job
 from shared.schemas.lut import (
     BuildRequest,
+    BuildResult,
     CostTable,
     Device,
     Estimate,
     EstimateRequest,
-    Job,
     Lut,
     LutSummary,
     OperatorCost,
@@ -18,12 +18,14 @@ from shared.schemas.lut import (
     ThisDevice,
     Validation,
     ValidationRequest,
+    ValidationResult,
 )
 
-FINISHED = ("succeeded", "failed")
 
+class ProfilerClient(JobsClient):
+    """Builds and validations are jobs: follow them with JobsClient (job, wait, cancel, log), read what
+    they made with build_result / validation_result."""
 
-class ProfilerClient(ServiceClient):
     service = "profiler"
 
     def this_device(self) -> ThisDevice:
@@ -37,7 +39,7 @@ class ProfilerClient(ServiceClient):
         return Device.model_validate(self.request("GET", f"/v1/devices/{device_id}"))
 
     def build_lut(self, request: BuildRequest) -> Job:
-        """Start a build; poll it with job() or wait_for()."""
+        """Start a build; follow it with wait(job.id), then build_result(job.id)."""
         return Job.model_validate(self.request("POST", "/v1/luts", json=request.model_dump(mode="json")))
 
     def luts(self, **filters: Any) -> list[LutSummary]:
@@ -59,29 +61,20 @@ class ProfilerClient(ServiceClient):
         return Estimate.model_validate(self.request("POST", path, json=request.model_dump(mode="json")))
 
     def validate_lut(self, lut_id: int, request: ValidationRequest | None = None) -> Job:
+        """Start a validation; follow it with wait(job.id), then validation_result(job.id)."""
         body = (request or ValidationRequest()).model_dump(mode="json")
         return Job.model_validate(self.request("POST", f"/v1/luts/{lut_id}/validations", json=body))
+
+    def build_result(self, job_id: str) -> BuildResult:
+        """The LUT a succeeded build wrote (409 before it succeeded)."""
+        return BuildResult.model_validate(self.raw_result(job_id).result)
+
+    def validation_result(self, job_id: str) -> ValidationResult:
+        """The validation a succeeded validation job wrote (409 before it succeeded)."""
+        return ValidationResult.model_validate(self.raw_result(job_id).result)
 
     def validation(self, validation_id: int) -> Validation:
         return Validation.model_validate(self.request("GET", f"/v1/validations/{validation_id}"))
 
     def validations(self, lut_id: int) -> list[Validation]:
         return [Validation.model_validate(v) for v in self.request("GET", f"/v1/luts/{lut_id}/validations")]
-
-    def job(self, job_id: int) -> Job:
-        return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}"))
-
-    def jobs(self, **filters: Any) -> list[Job]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return [Job.model_validate(j) for j in self.request("GET", "/v1/jobs", params=params)]
-
-    def wait_for(self, job_id: int, timeout_s: float = 3600.0, poll_s: float = 0.5) -> Job:
-        """Poll a job until it succeeds or fails; TimeoutError after timeout_s."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            job = self.job(job_id)
-            if job.state in FINISHED:
-                return job
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.state} after {timeout_s:.0f} s")
-            time.sleep(poll_s)

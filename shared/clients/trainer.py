@@ -1,41 +1,46 @@
-"""Typed client of the trainer API."""
+"""Typed client of the trainer API: specs and results are the contract in shared/schemas/trainer.py."""
 
-from typing import Any
+from pathlib import Path
 
 from pydantic import BaseModel
 
-from shared.clients.base import ServiceClient
-from shared.schemas.jobs import Artifact, Job, JobLog, JobPage, JobResult
+from shared.clients.base import service_error
+from shared.clients.jobs import JobsClient
+from shared.files import atomic_path
+from shared.schemas.jobs import Artifact, Job
+from shared.schemas.trainer import RESULTS, JobSpec
 
 
-class TrainerClient(ServiceClient):
+class TrainerClient(JobsClient):
+    """Submit, artifacts and typed results here; reading, cancelling and waiting in JobsClient."""
+
     service = "trainer"
 
-    def submit(self, spec: BaseModel | dict[str, Any], *, idempotency_key: str | None = None) -> Job:
+    def submit(self, spec: JobSpec, *, idempotency_key: str | None = None) -> Job:
         """Queue a job. With an idempotency key, a retry returns the job the first call made."""
-        body = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else spec
+        body = spec.model_dump(mode="json")
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self.request("POST", "/v1/jobs", json=body, headers=headers))
 
-    def job(self, job_id: str) -> Job:
-        return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}"))
-
-    def jobs(
-        self, *, state: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
-    ) -> JobPage:
-        params = {"limit": limit, "offset": offset} | {
-            k: v for k, v in (("state", state), ("kind", kind)) if v is not None
-        }
-        return JobPage.model_validate(self.request("GET", "/v1/jobs", params=params))
-
-    def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel"))
-
-    def log(self, job_id: str, *, tail: int = 100) -> JobLog:
-        return JobLog.model_validate(self.request("GET", f"/v1/jobs/{job_id}/log", params={"tail": tail}))
-
-    def result(self, job_id: str) -> JobResult:
-        return JobResult.model_validate(self.request("GET", f"/v1/jobs/{job_id}/result"))
+    def result(self, job_id: str) -> BaseModel:
+        """A succeeded job's result, as its kind's result model (DistillResult, ScoreTable, ...)."""
+        answer = self.raw_result(job_id)
+        return RESULTS[answer.kind].model_validate(answer.result)
 
     def artifacts(self, job_id: str) -> list[Artifact]:
         return [Artifact.model_validate(a) for a in self.request("GET", f"/v1/jobs/{job_id}/artifacts")]
+
+    def download(self, job_id: str, file: str, target: Path) -> None:
+        """One file a job wrote (a path inside its folder, e.g. export/model.onnx), streamed to `target`
+        and put in place whole."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            atomic_path(target) as tmp,
+            open(tmp, "wb") as f,
+            self.http.stream("GET", f"/v1/jobs/{job_id}/files/{file}") as response,
+        ):
+            if response.is_error:
+                response.read()
+                raise service_error(response)
+            for chunk in response.iter_bytes():
+                f.write(chunk)

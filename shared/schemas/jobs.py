@@ -1,4 +1,5 @@
-"""Jobs as the trainer's API shows them, and the field types every job spec shares.
+"""Jobs as every service's API shows them (one face: services/jobs/routes.py), and the field types
+every job spec shares.
 
 Each job kind's spec and result live with its runner (services/trainer/kinds/<kind>.py). A spec is
 checked in two steps before any work starts: its shape (pydantic: a 422 naming the field), then what
@@ -14,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})  # a job in these stays in them
 
 JobRef = Annotated[
     str,
@@ -70,7 +71,7 @@ def spec_digest(spec: BaseModel) -> str:
 
 
 class Job(BaseModel):
-    """A job as the API shows it."""
+    """A job as the API shows it, whatever its service and kind (its outcome: GET /v1/jobs/{id}/result)."""
 
     model_config = ConfigDict(from_attributes=True)
 

@@ -19,7 +19,6 @@ from shared.schemas.shape import PRESETS, ModelShape
 Regime = Literal["prefill", "decode"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "float16": 2, "bfloat16": 2}
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 COST_NAMES = ("latency_ms", "params", "weight_bytes", "kv_bytes_per_token", "activation_bytes")
 
 
@@ -234,24 +233,19 @@ class ThisDevice(_Schema):
     fingerprint: dict[str, Any]
 
 
-class Job(_Schema):
-    """A LUT build or a validation, run by a profiler worker; poll until succeeded or failed."""
+class BuildResult(_Schema):
+    """What a succeeded build job answers at GET /v1/jobs/{id}/result: the LUT it wrote."""
 
-    id: str
-    kind: Literal["build", "validate"]
-    state: JobState
-    progress: float = Field(ge=0, le=1)
-    message: str = Field(description="What the job is doing now.")
-    eta_s: float | None = Field(description="Seconds left at this attempt's pace so far (running jobs).")
-    error: str | None
-    spec: dict[str, Any] = Field(description="The build or validation request, as stored.")
-    device_id: int | None
-    lut_id: int | None
-    validation_id: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    lut_id: int
+    device_id: int
+
+
+class ValidationResult(_Schema):
+    """What a succeeded validation job answers at GET /v1/jobs/{id}/result: the validation it wrote."""
+
+    validation_id: int
+    lut_id: int
+    device_id: int
 
 
 class LutRef(_Schema):

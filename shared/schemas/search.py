@@ -115,6 +115,14 @@ class SearchResponse(BaseModel):
     message: str
 
 
+class Unreachable(BaseModel):
+    """One entry of an `infeasible` error's details: a budgeted cost no architecture brings within it."""
+
+    cost: str
+    max: float = Field(description="The budget on its whole-model value.")
+    min_achievable: float = Field(description="The smallest whole-model value any architecture reaches.")
+
+
 class SweepRequest(BaseModel):
     slots: list[Slot] = Field(min_length=1)
     cost: Id = Field(description="The cost whose budget is swept.")

@@ -4,7 +4,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from shared.operators import build_operator, kv_bytes_per_token, weight_bytes
+from shared.costs import kv_bytes_per_token, weight_bytes
+from shared.operators import build_operator
 from shared.schemas.operators import (
     Architecture,
     AttentionOp,

@@ -40,3 +40,11 @@ def test_misspelt_variable_fails_fast(monkeypatch):
 def test_readme_documents_every_setting():
     documented = set(re.findall(r"^\| `(UNAST_[A-Z_]+)` \|", README.read_text(), flags=re.M))
     assert documented == {f"UNAST_{name.upper()}" for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize("service", ["profiler", "trainer"])
+def test_a_stale_limit_leaves_a_live_worker_two_heartbeats(service):
+    heartbeat, stale = f"{service}_heartbeat_s", f"{service}_stale_s"
+    with pytest.raises(ValidationError, match=f"at least twice {heartbeat}"):
+        Settings(**{heartbeat: 10.0, stale: 15.0})
+    assert getattr(Settings(**{heartbeat: 10.0, stale: 20.0}), stale) == 20.0

@@ -1,1 +1,2 @@
-"""One router per resource: devices, LUTs, jobs, validations, and the per-device queries."""
+"""One router per resource: devices, LUTs, validations, and the per-device queries. Jobs are every
+service's job routes (services/jobs/routes.py)."""

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Query
 
 from services.profiler import store
 from services.profiler.deps import ThisDeviceDep, lut_or_404
-from services.profiler.jobs import BuildSpec, stale_after_s, submit
+from services.profiler.jobs import BuildSpec, submit
 from services.profiler.limits import check_build
 from services.profiler.lookup import cost_table
 from services.profiler.shapes import model_directory_shape, resolved
 from shared.api import DB_INT_MAX, RowId, SessionDep, SettingsDep, TokenDep
-from shared.schemas.lut import BuildRequest, CostTable, Dtype, Job, Lut, LutSummary, Regime, shape_hash
+from shared.schemas.jobs import Job
+from shared.schemas.lut import BuildRequest, CostTable, Dtype, Lut, LutSummary, Regime, shape_hash
 
 router = APIRouter(prefix="/v1/luts", tags=["luts"])
 
@@ -29,8 +30,7 @@ def build_lut(
 ) -> Job:
     build = resolved(BuildSpec, request, settings, session)
     check_build(build, device, settings)
-    job = submit(session, spec=build)
-    return store.get_job(session, job_id=job.id, stale_after_s=stale_after_s(settings))
+    return Job.model_validate(submit(session, spec=build))
 
 
 @router.get("", summary="LUTs, filtered by any of device, shape, regime, batch, length, dtype")

@@ -4,11 +4,12 @@ from fastapi import APIRouter
 
 from services.profiler import store
 from services.profiler.deps import ThisDeviceDep, lut_or_404
-from services.profiler.jobs import ValidationSpec, stale_after_s, submit
+from services.profiler.jobs import ValidationSpec, submit
 from services.profiler.limits import check_validation
 from shared.api import RowId, SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, not_found
-from shared.schemas.lut import Job, Validation, ValidationRequest
+from shared.schemas.jobs import Job
+from shared.schemas.lut import Validation, ValidationRequest
 
 router = APIRouter(prefix="/v1", tags=["validations"])
 
@@ -36,8 +37,7 @@ def validate_lut(
             f"{device.name} ({device.key})",
         )
     check_validation(lut, request, device, settings)
-    job = submit(session, spec=ValidationSpec(**request.model_dump(), lut_id=lut_id))
-    return store.get_job(session, job_id=job.id, stale_after_s=stale_after_s(settings))
+    return Job.model_validate(submit(session, spec=ValidationSpec(**request.model_dump(), lut_id=lut_id)))
 
 
 @router.get("/luts/{lut_id}/validations", summary="Validations of one LUT", responses={404: {}})

@@ -1,12 +1,9 @@
-"""The trainer's job kinds, each in its own module (spec, input checks, runner, typed result).
+"""The trainer's job kinds, each in its own module (input checks, runner; the spec and result are
+the contract in shared/schemas/trainer.py).
 
 distill (Stage 1), score (the e_ij), evaluate, rank (Stage 3), finetune (Stage 4), export. A worker
 claims only the kinds it is given, so jobs of a kind no worker knows wait in the queue.
 """
-
-from typing import Annotated
-
-from pydantic import Field
 
 from services.jobs.kind import JobKind
 from services.trainer.kinds import distill, evaluate, export, finetune, rank, score
@@ -14,13 +11,3 @@ from services.trainer.kinds import distill, evaluate, export, finetune, rank, sc
 KINDS: dict[str, JobKind] = {
     module.KIND.name: module.KIND for module in (distill, score, evaluate, rank, finetune, export)
 }
-
-JobSpec = Annotated[
-    distill.DistillSpec
-    | score.ScoreSpec
-    | evaluate.EvaluateSpec
-    | rank.RankSpec
-    | finetune.FinetuneSpec
-    | export.ExportSpec,
-    Field(discriminator="kind"),
-]

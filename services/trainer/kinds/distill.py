@@ -7,10 +7,8 @@ and the result: held-out normalised MSE per slot and candidate.
 
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.jobs.checkpoint import restore_optimizer
@@ -28,66 +26,15 @@ from services.trainer.learning.distill import (
 )
 from services.trainer.learning.distributed import gathered_rng_states, job_device, rank_and_world
 from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
-from services.trainer.learning.training import LOG_EVERY_S, learning_rate
-from shared.candidates import candidates as default_candidates
+from services.trainer.learning.training import LOG_EVERY_S, learning_rate, set_learning_rate
+from shared.candidates import slot_pools
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.schemas.jobs import Dataset, JobSpecBase, LearningRate, within_schedule
-from shared.schemas.jobs import Path as PathField
-from shared.schemas.operators import OperatorSpec, fits, parse_slot_id, spec_name
+from shared.schemas.operators import OperatorSpec, parse_slot_id, spec_name
+from shared.schemas.trainer import DistillResult, DistillSpec
 from shared.settings import Settings
 
 EVAL_COST = 1 / 3  # a held-out batch (forward passes only) against a training step (forward and backward)
-
-
-class DistillSpec(JobSpecBase):
-    """Layer-wise distillation (the paper's Stage 1): every candidate learns its slot's teacher sublayer."""
-
-    kind: Literal["distill"] = "distill"
-    teacher: PathField = Field(
-        description="Hugging Face Llama directory: config.json, *.safetensors, tokenizer."
-    )
-    dataset: Dataset = "shakespeare"
-    candidates: dict[str, list[OperatorSpec]] | None = Field(
-        None,
-        min_length=1,
-        max_length=4096,
-        description="Slot id (block<N>.attn, block<N>.mlp) -> the candidate operators to learn for it. "
-        "Omitted: every slot of the teacher gets the default pool (shared/candidates.py).",
-    )
-    steps: int = Field(ge=1, le=10_000_000)
-    batch_size: int = Field(8, ge=1, le=4096)
-    seq_len: int = Field(128, ge=2, le=131_072)
-    learning_rate: LearningRate = 1e-3
-    min_learning_rate: float = Field(1e-4, ge=0, le=10, allow_inf_nan=False)
-    warmup: int = Field(0, ge=0, le=10_000_000)
-    loss: Literal["nmse", "mse", "l1", "cosine"] = "nmse"
-    eval_batches: int = Field(8, ge=1, le=100_000, description="Held-out batches for the final NMSE.")
-
-    @field_validator("candidates")
-    @classmethod
-    def _slots_and_fit(
-        cls, candidates: dict[str, list[OperatorSpec]] | None
-    ) -> dict[str, list[OperatorSpec]] | None:
-        for slot, specs in (candidates or {}).items():
-            _, slot_type = parse_slot_id(slot)  # ValueError -> 422 naming the field
-            if not 1 <= len(specs) <= 256:
-                raise ValueError(f"{slot}: give between 1 and 256 candidates")
-            for spec in specs:
-                if not fits(spec, slot_type):
-                    raise ValueError(f"{slot}: a {spec.kind} operator cannot fill a {slot_type} slot")
-        return candidates
-
-    _within_schedule = field_validator("min_learning_rate", "warmup")(within_schedule)
-
-
-class DistillResult(BaseModel):
-    teacher: str = Field(description="The teacher's directory.")
-    heldout_nmse: dict[str, dict[str, float]] = Field(
-        description="Slot -> candidate id -> held-out normalised MSE (identity 1, the teacher's own 0)."
-    )
-    operators: dict[str, dict[str, OperatorSpec]] = Field(description="Slot -> candidate id -> operator.")
-    world_size: int = Field(description="Processes that trained (torchrun ranks).")
 
 
 def check(spec: DistillSpec, settings: Settings, _session: Session) -> DistillSpec:
@@ -104,7 +51,7 @@ def slot_candidates(spec: DistillSpec, teacher: Decoder) -> dict[str, list[Opera
     """The spec's candidates, or the default pool for every slot of the teacher."""
     if spec.candidates is not None:
         return spec.candidates
-    return {slot: default_candidates(teacher.shape, parse_slot_id(slot)[1]) for slot, _ in teacher.slots()}
+    return slot_pools(teacher.shape)
 
 
 def run(ctx: JobContext) -> DistillResult:
@@ -145,8 +92,7 @@ def run(ctx: JobContext) -> DistillResult:
         lr = learning_rate(
             step, steps=spec.steps, lr=spec.learning_rate, min_lr=spec.min_learning_rate, warmup=spec.warmup
         )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
         losses = distill_step(trainable, optimizer, capture(teacher, idx.to(device)), loss_fn)
         if rank == 0 and (time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1)):

@@ -5,40 +5,20 @@ same model gives the same figure twice. The result says how many tokens it avera
 many parameters the model has.
 """
 
-from typing import Literal
-
-from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
-from services.trainer.kinds.model_ref import ModelRef, check_model, load_model
+from services.trainer.kinds.model_ref import check_model, load_model
 from services.trainer.learning.data import job_tokens
 from services.trainer.learning.distributed import job_device
-from services.trainer.learning.training import heldout_loss, parameter_count
-from shared.schemas.jobs import Dataset, JobSpecBase
-from shared.schemas.operators import Architecture
+from services.trainer.learning.training import heldout_loss
+from shared.costs import parameters
+from shared.schemas.trainer import EvaluateResult, EvaluateSpec
 from shared.settings import Settings
 
 SOURCES = {"directory", "student", "rank", "finetune"}
-
-
-class EvaluateSpec(JobSpecBase):
-    kind: Literal["evaluate"] = "evaluate"
-    model: ModelRef
-    dataset: Dataset = "shakespeare"
-    batch_size: int = Field(8, ge=1, le=4096)
-    seq_len: int = Field(128, ge=2, le=131_072)
-    eval_batches: int = Field(64, ge=1, le=100_000, description="Held-out batches to average over.")
-
-
-class EvaluateResult(BaseModel):
-    loss: float = Field(description="Mean next-token cross-entropy on the held-out set (nats per token).")
-    perplexity: float
-    tokens: int = Field(description="Held-out tokens the loss averages over.")
-    params: int = Field(description="The model's parameters (tied ones once).")
-    architecture: Architecture
 
 
 def check(spec: EvaluateSpec, settings: Settings, session: Session) -> EvaluateSpec:
@@ -71,7 +51,7 @@ def run(ctx: JobContext) -> EvaluateResult:
         loss=evaluation.loss,
         perplexity=evaluation.perplexity,
         tokens=evaluation.tokens,
-        params=parameter_count(loaded.model),
+        params=parameters(loaded.architecture, loaded.model.shape),
         architecture=loaded.architecture,
     )
 

@@ -18,23 +18,21 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
-from services.trainer.kinds.model_ref import ModelRef, check_model, copy_tokenizer, load_model
+from services.trainer.kinds.model_ref import check_model, copy_tokenizer, load_model
 from services.trainer.learning.distributed import job_device
 from services.trainer.learning.onnx_export import export_onnx, onnx_logits
-from services.trainer.learning.training import parameter_count
 from shared import decilm
+from shared.costs import parameters
 from shared.files import atomic_path
 from shared.model import Decoder, write_config
-from shared.schemas.jobs import JobSpecBase
-from shared.schemas.operators import Architecture
+from shared.schemas.trainer import ExportResult, ExportSpec
 from shared.settings import Settings
 
 SOURCES = {"student", "rank", "finetune"}
@@ -42,39 +40,6 @@ EXPORT_DIR = "export"
 DECILM_DIR = "nemotron-nas"
 ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-4  # largest |logit difference| between onnxruntime and torch accepted
-
-
-class ExportTarget(BaseModel):
-    """What the architecture was searched for: recorded in provenance.json as the client gives it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    device: str | None = Field(None, max_length=200, description="The device's name.")
-    device_id: int | None = None
-    lut_id: int | None = None
-    predicted: dict[str, float] = Field(
-        default_factory=dict, description="The LUT's prediction, e.g. latency_ms, memory_bytes, params."
-    )
-
-
-class ExportSpec(JobSpecBase):
-    kind: Literal["export"] = "export"
-    model: ModelRef = Field(description="A finetune job's model, a rank job's winner, or a student.")
-    onnx: bool = Field(True, description="Also write model.onnx and check it in onnxruntime.")
-    target: ExportTarget = Field(default_factory=ExportTarget)
-
-
-class ExportResult(BaseModel):
-    directory: str = Field(description="The export, on the trainer's machine.")
-    files: list[str] = Field(description="Its files, relative to the job's folder (GET .../files/<path>).")
-    architecture: Architecture
-    params: int
-    reload_identical: bool = Field(description="Our loader gives bit-identical logits from the directory.")
-    onnx_max_abs_diff: float | None = Field(description="Largest |logit difference| onnxruntime vs torch.")
-    decilm: bool = Field(
-        description="nemotron-nas/ was written: every block fits the block_configs convention."
-    )
-    decilm_reasons: list[str] = Field(description="Why blocks do not fit that convention, when they do not.")
 
 
 def check(spec: ExportSpec, settings: Settings, session: Session) -> ExportSpec:
@@ -126,7 +91,7 @@ def run(ctx: JobContext) -> ExportResult:
         directory=str(directory),
         files=files,
         architecture=model.architecture,
-        params=parameter_count(model),
+        params=parameters(model.architecture, model.shape),
         reload_identical=identical,
         onnx_max_abs_diff=onnx_diff,
         decilm=blocks is not None,

@@ -8,11 +8,9 @@ The model is written as <job dir>/model/ (config.json, model.safetensors, the to
 """
 
 import time
-from typing import Literal
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from torch.nn.parallel import DistributedDataParallel
 
@@ -22,72 +20,29 @@ from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
 from services.trainer.kinds.model_ref import (
     MODEL_DIR,
-    RankWinner,
-    StudentModel,
     check_model,
     copy_tokenizer,
     load_model,
 )
-from services.trainer.kinds.rank import TrainingSchedule
 from services.trainer.learning.data import job_tokens
 from services.trainer.learning.distributed import job_device, rank_and_world
 from services.trainer.learning.training import (
     LOG_EVERY_S,
-    FinetuneLoss,
+    Objective,
     heldout_loss,
     learning_rate,
     make_optimizer,
-    parameter_count,
     rank_rows,
     set_learning_rate,
     train_step,
     training_batch,
 )
+from shared.costs import parameters
 from shared.model import Decoder, write_config
-from shared.schemas.operators import Architecture
+from shared.schemas.trainer import CurvePoint, FinetuneResult, FinetuneSpec
 from shared.settings import Settings
 
 SOURCES = {"student", "rank"}
-
-
-class FinetuneSpec(TrainingSchedule):
-    kind: Literal["finetune"] = "finetune"
-    model: StudentModel | RankWinner = Field(
-        discriminator="source",
-        description="A student (a distill job and a search solution) or a rank job, meaning its winner.",
-    )
-    steps: int = Field(500, ge=1, le=10_000_000)
-    loss: FinetuneLoss = Field(
-        "kd",
-        description="lm: next-token cross-entropy; kd: KL to the teacher's logits; mix: both. kd is the "
-        "default: the lowest held-out perplexity at equal steps on the demo teacher (README).",
-    )
-    eval_every: int = Field(100, ge=1, le=10_000_000, description="Steps between held-out evaluations.")
-
-
-class CurvePoint(BaseModel):
-    step: int
-    loss: float = Field(description="Held-out loss at this step.")
-    perplexity: float
-
-
-class FinetuneResult(BaseModel):
-    architecture: Architecture
-    teacher: str = Field(description="The teacher the student was made from.")
-    lineage: dict[str, str] = Field(description="The jobs that made the model it started from.")
-    curve: list[CurvePoint] = Field(
-        description="Held-out loss every eval_every steps, first and last included."
-    )
-    loss: float = Field(description="Held-out loss at the end.")
-    perplexity: float
-    heldout_tokens: int
-    tokens_trained: int
-    params: int
-    model_dir: str = Field(description="The finetuned model: config.json, model.safetensors, tokenizer.")
-    train_seconds: float = Field(
-        description="Wall time of this attempt's training steps (held-out evaluations left out)."
-    )
-    world_size: int
 
 
 def check(spec: FinetuneSpec, settings: Settings, session: Session) -> FinetuneSpec:
@@ -106,7 +61,7 @@ def run(ctx: JobContext) -> FinetuneResult:
     torch.manual_seed(spec.seed)
     loaded = load_model(ctx, spec.model, device)
     model = loaded.model.train()
-    objective = spec.objective()
+    objective = Objective.of(spec)
     teacher = None
     if objective.needs_teacher:
         teacher = Decoder.from_pretrained(loaded.teacher).to(device).eval().requires_grad_(False)
@@ -190,7 +145,7 @@ def run(ctx: JobContext) -> FinetuneResult:
         perplexity=final.perplexity,
         heldout_tokens=spec.eval_batches * spec.batch_size * spec.seq_len,
         tokens_trained=spec.steps * spec.batch_size * spec.seq_len,
-        params=parameter_count(model),
+        params=parameters(model.architecture, model.shape),
         model_dir=str(directory),
         train_seconds=train_seconds,
         world_size=world,

@@ -9,10 +9,9 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
@@ -21,50 +20,11 @@ from services.trainer.learning.students import load_student
 from shared.errors import invalid
 from shared.files import atomic_path
 from shared.model import Decoder
-from shared.schemas.jobs import JobRef
-from shared.schemas.jobs import Path as PathField
 from shared.schemas.operators import Architecture
+from shared.schemas.trainer import DirectoryModel, FinetunedModel, ModelRef, RankWinner, StudentModel
 from shared.settings import Settings
 
 MODEL_DIR = "model"  # a finetune job writes its model as <job dir>/model/
-
-
-class _Ref(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DirectoryModel(_Ref):
-    """A model directory: a teacher, or an export (config.json, safetensors, tokenizer)."""
-
-    source: Literal["directory"] = "directory"
-    path: PathField
-
-
-class StudentModel(_Ref):
-    """The student of one architecture, with its distill job's candidates: untrained beyond them."""
-
-    source: Literal["student"] = "student"
-    distill_job: JobRef
-    architecture: Architecture = Field(description="A search solution, as the search returned it.")
-
-
-class RankWinner(_Ref):
-    """The student of the architecture a rank job put first."""
-
-    source: Literal["rank"] = "rank"
-    rank_job: JobRef
-
-
-class FinetunedModel(_Ref):
-    """What a finetune job trained."""
-
-    source: Literal["finetune"] = "finetune"
-    finetune_job: JobRef
-
-
-ModelRef = Annotated[
-    DirectoryModel | StudentModel | RankWinner | FinetunedModel, Field(discriminator="source")
-]
 
 
 def check_model(

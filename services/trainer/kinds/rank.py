@@ -15,11 +15,10 @@ nothing pickled) and rank 0 checkpoints them.
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
@@ -31,7 +30,7 @@ from services.trainer.learning.stats import spearman
 from services.trainer.learning.students import load_student
 from services.trainer.learning.training import (
     LOG_EVERY_S,
-    FinetuneLoss,
+    Evaluation,
     Objective,
     heldout_loss,
     learning_rate,
@@ -42,71 +41,9 @@ from services.trainer.learning.training import (
 )
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.schemas.jobs import Dataset, JobRef, JobSpecBase, LearningRate, within_schedule
 from shared.schemas.operators import Architecture
+from shared.schemas.trainer import RankedArchitecture, RankResult, RankSpec
 from shared.settings import Settings
-
-
-class TrainingSchedule(JobSpecBase):
-    """The finetune's hyper-parameters (the paper's Table 7: Adam, cosine decay from 5e-4 to 5e-5)."""
-
-    dataset: Dataset = "shakespeare"
-    steps: int = Field(ge=1, le=10_000_000)
-    batch_size: int = Field(8, ge=1, le=4096, description="The global batch (split across torchrun ranks).")
-    seq_len: int = Field(128, ge=2, le=131_072)
-    learning_rate: LearningRate = 5e-4
-    min_learning_rate: float = Field(5e-5, ge=0, le=10, allow_inf_nan=False)
-    warmup: int = Field(0, ge=0, le=10_000_000)
-    loss: FinetuneLoss = Field(
-        "lm",
-        description="lm: next-token cross-entropy (the paper's short finetune); kd: KL to the teacher's "
-        "logits; mix: both.",
-    )
-    temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False, description="Of the kd loss.")
-    kd_weight: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, description="Of kd in the mix loss.")
-    eval_batches: int = Field(16, ge=1, le=100_000, description="Held-out batches of each evaluation.")
-
-    _within_schedule = field_validator("min_learning_rate", "warmup")(within_schedule)
-
-    def objective(self) -> Objective:
-        return Objective(self.loss, self.temperature, self.kd_weight)
-
-
-class RankSpec(TrainingSchedule):
-    kind: Literal["rank"] = "rank"
-    distill_job: JobRef = Field(description="The succeeded distill job whose candidates build the students.")
-    architectures: list[Architecture] = Field(
-        min_length=1,
-        max_length=1000,
-        description="The search's solutions in its order, as it returned them (their `choices` are used).",
-    )
-    steps: int = Field(50, ge=1, le=10_000_000, description="Short-finetune steps per architecture.")
-
-
-class RankedArchitecture(BaseModel):
-    search_rank: int = Field(description="1-based position in the search's order.")
-    architecture: Architecture
-    loss_before: float = Field(description="Held-out loss of the student before the short finetune.")
-    loss_after: float = Field(description="Held-out loss after it.")
-    perplexity_after: float
-
-
-class RankResult(BaseModel):
-    ranking: list[RankedArchitecture] = Field(
-        description="Best first: by held-out loss after the short finetune."
-    )
-    winner: Architecture
-    winner_search_rank: int = Field(description="Where the winner stood in the search's order.")
-    search_top_rank: int = Field(description="Where the search's first architecture stands now (1 = best).")
-    spearman: float | None = Field(
-        description="Spearman's correlation between the search's order and the order after the finetune."
-    )
-    spearman_before: float | None = Field(
-        description="Spearman's correlation between the search's order and the loss before the finetune."
-    )
-    steps: int
-    heldout_tokens: int
-    world_size: int
 
 
 def check(spec: RankSpec, settings: Settings, session: Session) -> RankSpec:
@@ -118,6 +55,18 @@ def check(spec: RankSpec, settings: Settings, session: Session) -> RankSpec:
     return spec.model_copy(update={"dataset": inputs.dataset("body.dataset", spec.dataset, settings)})
 
 
+@dataclass(frozen=True)
+class Bench:
+    """What every architecture of a rank job is built from, finetuned on and measured by: the same for all."""
+
+    spec: RankSpec
+    teacher: Decoder
+    distill_dir: Path  # the distill job's folder: its candidates
+    train: torch.Tensor
+    heldout: torch.Tensor
+    device: torch.device
+
+
 def run(ctx: JobContext) -> RankResult:
     spec = RankSpec.model_validate(ctx.spec)
     rank, world = rank_and_world()
@@ -126,6 +75,7 @@ def run(ctx: JobContext) -> RankResult:
     teacher_dir = Path(distill.spec["teacher"])
     teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
     train, heldout = job_tokens(spec.dataset, teacher_dir)
+    bench = Bench(spec, teacher, distill.directory, train, heldout, device)
     count = len(spec.architectures)
     rounds = math.ceil(count / world)
     done: dict[int, list[float]] = {}  # search index -> [loss before, loss after]
@@ -141,18 +91,7 @@ def run(ctx: JobContext) -> RankResult:
         index = r * world + rank
         if index < count:
             started = time.monotonic()
-            before, after = short_finetune(
-                ctx,
-                spec,
-                teacher,
-                distill.directory,
-                spec.architectures[index],
-                train,
-                heldout,
-                device,
-                r,
-                rounds,
-            )
+            before, after = short_finetune(ctx, bench, spec.architectures[index], round_=r, rounds=rounds)
             mine[index] = torch.tensor([before.loss, after.loss], dtype=torch.float64)
             ctx.log(
                 f"architecture {index + 1}/{count}: held-out loss {before.loss:.4f} -> {after.loss:.4f} "
@@ -170,14 +109,17 @@ def run(ctx: JobContext) -> RankResult:
 
 
 def short_finetune(
-    ctx, spec: RankSpec, teacher, distill_dir, architecture, train, heldout, device, r, rounds
-):
-    """Held-out evaluations of one architecture's student before and after spec.steps of finetuning."""
-    student = load_student(teacher, distill_dir, architecture)
+    ctx: JobContext, bench: Bench, architecture: Architecture, *, round_: int, rounds: int
+) -> tuple[Evaluation, Evaluation]:
+    """Held-out evaluations of one architecture's student before and after spec.steps of finetuning
+    (round `round_` of `rounds`: where the job's progress stands)."""
+    spec, device, train, heldout, r = bench.spec, bench.device, bench.train, bench.heldout, round_
+    teacher = bench.teacher
+    student = load_student(teacher, bench.distill_dir, architecture)
     evaluate = {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "batches": spec.eval_batches}
     before = heldout_loss(student, heldout, device=device, **evaluate)
     optimizer = make_optimizer(student, spec.learning_rate)
-    objective = spec.objective()
+    objective = Objective.of(spec)
     data = torch.Generator().manual_seed(spec.seed)  # every architecture sees the same batches
     logged = time.monotonic()
     for step in range(spec.steps):

@@ -10,11 +10,9 @@ ranking of a slot's candidates holds between the two halves of the held-out batc
 """
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 from sqlalchemy.orm import Session
 
 from services.jobs.context import JobContext
@@ -26,29 +24,12 @@ from services.trainer.learning.scores import batch_loss_sums
 from services.trainer.learning.stats import spearman
 from services.trainer.learning.students import load_candidates
 from shared.model import Decoder
-from shared.schemas.jobs import Dataset, JobRef, JobSpecBase
 from shared.schemas.operators import is_teacher, operator_adapter, parse_slot_id
 from shared.schemas.scores import ScoredCandidate, ScoredSlot, ScoreTable
+from shared.schemas.trainer import ScoreSpec
 from shared.settings import Settings
 
 BATCH_LOSSES = "batch_losses"  # per held-out batch, the summed token loss of the teacher and of each pair
-
-
-class ScoreSpec(JobSpecBase):
-    """Candidate scores (the paper's e_ij): held-out loss with one slot replaced, minus the teacher's."""
-
-    kind: Literal["score"] = "score"
-    distill_job: JobRef = Field(description="A succeeded distill job: its teacher and candidates.")
-    dataset: Dataset = "shakespeare"
-    batch_size: int = Field(8, ge=1, le=4096)
-    seq_len: int = Field(128, ge=2, le=131_072)
-    eval_batches: int = Field(
-        32,
-        ge=1,
-        le=100_000,
-        description="Held-out batches the scores average over (32 x 8 x 128 tokens: where the candidates' "
-        "ranking held best between halves of the held-out text on the demo teacher; README).",
-    )
 
 
 def check(spec: ScoreSpec, settings: Settings, session: Session) -> ScoreSpec:

@@ -14,15 +14,9 @@ from pathlib import Path
 import torch
 
 from services.jobs.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
-from services.trainer.learning.data import (
-    Corpus,
-    corpus_dir,
-    heldout_batches,
-    prepare_corpus,
-    sample_batch,
-    save_tokenizer,
-)
-from services.trainer.learning.training import learning_rate
+from services.trainer.learning.data import Corpus, corpus_dir, prepare_corpus, sample_batch, save_tokenizer
+from services.trainer.learning.training import heldout_loss, learning_rate, set_learning_rate
+from shared.costs import parameters
 from shared.files import atomic_path
 from shared.model import Decoder
 from shared.schemas.shape import ModelShape
@@ -62,15 +56,6 @@ class TeacherConfig:
         )
 
 
-@torch.no_grad()
-def heldout_loss(model: Decoder, tokens: torch.Tensor, cfg: TeacherConfig) -> float:
-    model.eval()
-    batches = heldout_batches(tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-    losses = [model.loss(x, y).item() for x, y in batches]
-    model.train()
-    return sum(losses) / len(losses)
-
-
 def train_teacher(
     corpus: Corpus, cfg: TeacherConfig, checkpoints: Path, log=print
 ) -> tuple[Decoder, list[dict]]:
@@ -101,7 +86,14 @@ def train_teacher(
     started = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
     for step in range(start, cfg.steps + 1):
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            loss = heldout_loss(model, corpus.heldout, cfg)
+            loss = heldout_loss(
+                model,
+                corpus.heldout,
+                batch_size=cfg.batch_size,
+                seq_len=cfg.seq_len,
+                batches=cfg.eval_batches,
+                device=torch.device("cpu"),
+            ).loss
             entry = {
                 "step": step,
                 "heldout_loss": round(loss, 5),
@@ -122,10 +114,9 @@ def train_teacher(
             )
         if step == cfg.steps:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(
-                step, steps=cfg.steps, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup
-            )
+        set_learning_rate(
+            optimizer, learning_rate(step, steps=cfg.steps, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup)
+        )
         x, y = sample_batch(corpus.train, cfg.batch_size, cfg.seq_len, generator)
         loss = model.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -155,7 +146,7 @@ def make_teacher(out: Path, cfg: TeacherConfig, settings: Settings, command: str
         "torch": torch.__version__,
         "torch_threads": settings.torch_threads,
         "config": asdict(cfg),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameters(model.architecture, model.shape),
         "corpus": corpus.figures,
         "kept_step": best["step"],
         "heldout_ppl": best["heldout_ppl"],

@@ -10,7 +10,6 @@ gradients are those of the whole batch, so N processes follow the one-process ru
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +17,9 @@ from torch import nn
 
 from services.trainer.learning.data import heldout_batches, sample_batch
 from shared.model import Decoder
+from shared.schemas.trainer import FinetuneLoss, TrainingSchedule
 
 LOG_EVERY_S = 10.0  # a running job logs about this often
-
-FinetuneLoss = Literal["lm", "kd", "mix"]
 
 
 def learning_rate(step: int, *, steps: int, lr: float, min_lr: float, warmup: int) -> float:
@@ -33,6 +31,7 @@ def learning_rate(step: int, *, steps: int, lr: float, min_lr: float, warmup: in
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group's rate: how each loop applies the schedule (learning_rate) at a step."""
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -55,6 +54,10 @@ class Objective:
     loss: FinetuneLoss = "lm"
     temperature: float = 1.0
     kd_weight: float = 0.5  # for "mix"
+
+    @classmethod
+    def of(cls, schedule: TrainingSchedule) -> "Objective":
+        return cls(schedule.loss, schedule.temperature, schedule.kd_weight)
 
     @property
     def needs_teacher(self) -> bool:
@@ -132,8 +135,3 @@ def heldout_loss(
             f"the held-out text is shorter than one batch of {batch_size} x {seq_len + 1} tokens"
         )
     return Evaluation(total / count, count)
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Distinct parameters (tied ones counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,5 +1,6 @@
 """A job whose worker process is gone (killed without notice on this machine) is taken back at once,
-not after the stale interval: re-queued by the trainer's workers, failed by the profiler's readers."""
+not after the stale interval, by workers and readers alike: re-queued by the trainer, failed by the
+profiler."""
 
 import socket
 import subprocess

@@ -36,16 +36,17 @@ def worker(settings):
 
 def test_build_then_query_estimate_export_and_validate(client, worker, build_request, validation_request):
     job = client.build_lut(build_request)
-    assert (job.kind, job.state, job.lut_id) == ("build", "queued", None)
-    done = client.wait_for(job.id, timeout_s=300, poll_s=0.2)
+    assert (job.kind, job.state, job.spec["kind"]) == ("build", "queued", "build")
+    done = client.wait(job.id, timeout_s=300, poll_s=0.2)
     assert done.state == "succeeded", done.error
-    assert done.progress == 1.0 and done.heartbeat_at is not None and done.device_id is not None
+    assert done.progress == 1.0 and done.heartbeat_at is not None
+    built = client.build_result(job.id)
 
     [device] = client.devices()
-    assert device.id == done.device_id and device.kind == "cpu" and device.fingerprint["threads"] == 1
+    assert device.id == built.device_id and device.kind == "cpu" and device.fingerprint["threads"] == 1
     assert client.device(device.id) == device
 
-    lut = client.lut(done.lut_id)
+    lut = client.lut(built.lut_id)
     assert lut.operator_count == 6 and {e.operator for e in lut.entries} >= set(OPERATORS)
     assert [s.id for s in client.luts(device_id=device.id, shape="tiny", regime="prefill", length=16)] == [
         lut.id
@@ -70,17 +71,21 @@ def test_build_then_query_estimate_export_and_validate(client, worker, build_req
     assert len(table.slots) == 4 and all(sum(c.reference for c in s.candidates) == 1 for s in table.slots)
 
     job = client.validate_lut(lut.id, validation_request)
-    done = client.wait_for(job.id, timeout_s=300, poll_s=0.2)
+    done = client.wait(job.id, timeout_s=300, poll_s=0.2)
     assert done.state == "succeeded", done.error
-    validation = client.validation(done.validation_id)
+    checked = client.validation_result(job.id)
+    assert (checked.lut_id, checked.device_id) == (lut.id, device.id)
+    validation = client.validation(checked.validation_id)
     assert validation.lut_id == lut.id and len(validation.architectures) == 3
     assert validation.max_abs_error == max(abs(a.error) for a in validation.architectures)
     assert [v.id for v in client.validations(lut.id)] == [validation.id]
 
     # rebuilding the same LUT replaces it in place
-    done = client.wait_for(client.build_lut(build_request).id, timeout_s=300, poll_s=0.2)
-    assert done.state == "succeeded" and done.lut_id == lut.id and len(client.luts()) == 1
-    assert [j.kind for j in client.jobs(state="succeeded")] == ["build", "validate", "build"]
+    done = client.wait(client.build_lut(build_request).id, timeout_s=300, poll_s=0.2)
+    assert done.state == "succeeded" and client.build_result(done.id).lut_id == lut.id
+    assert len(client.luts()) == 1
+    succeeded = client.jobs(state="succeeded").jobs  # newest first: the rebuild
+    assert [j.kind for j in succeeded] == ["build", "validate", "build"] and succeeded[0].id == done.id
 
     # what the LUT does not hold is a 404 that says so
     with pytest.raises(ServiceError) as err:
@@ -180,7 +185,7 @@ def test_bad_builds_are_422_naming_the_field_and_start_nothing(sqlite_settings, 
         assert r.status_code == 422, r.text
         fields = [d["field"] for d in r.json()["error"]["details"]]
         assert any(f.startswith(field) for f in fields), fields
-        assert http.get("/v1/jobs").json() == []
+        assert http.get("/v1/jobs").json()["total"] == 0
 
 
 def test_builds_that_would_take_too_long_are_refused(sqlite_settings):
@@ -193,7 +198,7 @@ def test_builds_that_would_take_too_long_are_refused(sqlite_settings):
         # llama3-8b at 8192 tokens: hours here, if it fits in memory at all
         r = http.post("/v1/luts", json={"shape": "llama3-8b", "length": 8192, "time_cap_s": 1})
         assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] in ("length", "shape")
-        assert http.get("/v1/jobs").json() == []
+        assert http.get("/v1/jobs").json()["total"] == 0
 
 
 def test_building_needs_the_token_when_one_is_set(sqlite_settings):
@@ -219,4 +224,7 @@ def test_openapi_documents_every_endpoint(sqlite_settings):
         "/v1/validations/{validation_id}",
         "/v1/jobs",
         "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/log",
+        "/v1/jobs/{job_id}/result",
     }

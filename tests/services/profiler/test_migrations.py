@@ -7,10 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
-from services.profiler import store
 from services.profiler.main import MIGRATIONS, VERSION_TABLE
-from services.profiler.models import Base, ValidationRow
+from services.profiler.models import QUEUE, Base, ValidationRow
 from shared.db import _alembic_config, _own_tables, make_engine, make_sessionmaker, upgrade
+from shared.schemas.jobs import Job
+from shared.schemas.lut import ValidationResult
 
 
 def test_migrations_match_the_models_and_downgrade(database_url):
@@ -68,15 +69,12 @@ def test_p0003_carries_old_jobs_and_validations_into_the_new_forms(database_url)
         )
     upgrade(engine, MIGRATIONS, VERSION_TABLE)
     with make_sessionmaker(engine)() as session:
-        (job,) = store.list_jobs(session, stale_after_s=60)
-        assert (job.kind, job.state, job.lut_id, job.validation_id, job.device_id) == (
-            "validate",
-            "succeeded",
-            1,
-            1,
-            1,
-        )
-        assert job.spec == {"count": 1, "lut_id": 1}
+        (row,), total = QUEUE.page(session)
+        job = Job.model_validate(row)  # read as the API shows every job
+        assert (total, job.kind, job.state, job.attempt) == (1, "validate", "succeeded", 1)
+        result = ValidationResult.model_validate(row.result)  # what GET /v1/jobs/{id}/result answers
+        assert (result.validation_id, result.lut_id, result.device_id) == (1, 1, 1)
+        assert job.spec == {"kind": "validate", "count": 1, "lut_id": 1}
         validation = session.scalar(select(ValidationRow))
         assert validation.architectures[0]["architecture"] == {
             "choices": {"block0.attn": "identity", "block0.mlp": "mlp_i48"}

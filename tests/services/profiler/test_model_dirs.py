@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from services.profiler.main import create_app
 from services.profiler.worker import profiler_worker
 from shared.clients.profiler import ProfilerClient
-from shared.schemas.lut import EstimateRequest, ValidationRequest, shape_hash
+from shared.schemas.lut import BuildRequest, EstimateRequest, ValidationRequest, shape_hash
 from shared.schemas.operators import Architecture, IdentityOp, LinearOp, MLPOp, spec_name
 from shared.schemas.shape import ModelShape
 
@@ -33,12 +33,11 @@ def profiler(sqlite_settings):
 
 def build(client: ProfilerClient, settings, shape: str, **extra) -> int:
     operators = [IdentityOp(), LinearOp(), MLPOp(intermediate_size=256)]
-    body = {"shape": shape, "length": 32, "operators": [o.model_dump() for o in operators], **QUICK, **extra}
-    job = client.request("POST", "/v1/luts", json=body)
-    profiler_worker(settings).run_one(job["id"], threading.Event())  # what a worker does with it
-    done = client.job(job["id"])
+    job = client.build_lut(BuildRequest(shape=shape, length=32, operators=operators, **QUICK, **extra))
+    profiler_worker(settings).run_one(job.id, threading.Event())  # what a worker does with it
+    done = client.job(job.id)
     assert done.state == "succeeded", done.error
-    return done.lut_id
+    return client.build_result(job.id).lut_id
 
 
 def test_a_lut_from_the_teachers_directory_answers_by_id_and_by_shape_hash(profiler):
@@ -71,7 +70,7 @@ def test_a_lut_from_the_teachers_directory_answers_by_id_and_by_shape_hash(profi
     # a validation times exactly the architectures it is given
     job = client.validate_lut(lut_id, ValidationRequest(architectures=[solution], **QUICK))
     profiler_worker(settings).run_one(job.id, threading.Event())
-    validation = client.validation(client.job(job.id).validation_id)
+    validation = client.validation(client.validation_result(job.id).validation_id)
     assert [a.architecture for a in validation.architectures] == [choices]
 
 

@@ -16,8 +16,9 @@ from services.profiler.profiling import (
     validate_lut,
 )
 from shared.candidates import all_candidates
+from shared.costs import weight_bytes
 from shared.model import Decoder
-from shared.operators import build_operator, weight_bytes
+from shared.operators import build_operator
 from shared.schemas.lut import Build, LutKey
 from shared.schemas.operators import AttentionOp, IdentityOp, MLPOp, fits, spec_hash
 from shared.settings import Settings

@@ -3,16 +3,19 @@
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from services.jobs.tables import utcnow
 from services.profiler import store
 from services.profiler.device import DeviceInfo
 from services.profiler.jobs import BuildSpec
-from services.profiler.main import MIGRATIONS, VERSION_TABLE
+from services.profiler.main import MIGRATIONS, VERSION_TABLE, create_app
 from services.profiler.models import QUEUE, LutEntryRow, LutRow
 from services.profiler.models import Job as JobRow
 from services.profiler.profiling import ValidationMeasurement
+from shared.clients.base import ServiceError
+from shared.clients.profiler import ProfilerClient
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.schemas.lut import LutKey, ValidatedArchitecture, ValidationRequest
 from shared.schemas.operators import Architecture, IdentityOp, LinearOp, MLPOp
@@ -124,7 +127,8 @@ def test_validations_are_stored_with_their_architectures(sessions):
         assert store.get_validation(s, validation_id=vid + 1) is None
 
 
-def test_a_running_job_without_heartbeats_is_reported_failed(sessions):
+def test_a_running_job_without_heartbeats_is_reported_failed(settings, sessions):
+    """Readers apply the profiler's recovery (UNAST_PROFILER_STALE_S, one attempt): no resume."""
     specs = [BuildSpec(shape="tiny", length=16) for _ in range(3)]
     with sessions() as s:
         alive, dead, waiting = (QUEUE.submit(s, spec=spec)[0].id for spec in specs)
@@ -136,12 +140,15 @@ def test_a_running_job_without_heartbeats_is_reported_failed(sessions):
             update(JobRow).where(JobRow.id.in_([dead, waiting])).values(heartbeat_at=old, created_at=old)
         )
         s.commit()
-    with sessions() as s:
-        job = store.get_job(s, job_id=alive, stale_after_s=60)
+    with TestClient(create_app(settings)) as http:
+        client = ProfilerClient(http)
+        job = client.job(alive)
         assert (job.state, job.progress, job.message) == ("running", 0.5, "timing")
-        job = store.get_job(s, job_id=dead, stale_after_s=60)
+        job = client.job(dead)
         assert job.state == "failed" and "no heartbeat" in job.error
         # a queued job waits for a worker, however long: it has no heartbeat to lose
-        assert store.get_job(s, job_id=waiting, stale_after_s=60).state == "queued"
-        assert [j.id for j in store.list_jobs(s, stale_after_s=60, state="failed")] == [dead]
-        assert store.get_job(s, job_id="999", stale_after_s=60) is None
+        assert client.job(waiting).state == "queued"
+        assert [j.id for j in client.jobs(state="failed").jobs] == [dead]
+        with pytest.raises(ServiceError) as err:
+            client.job("999")
+        assert err.value.status == 404

@@ -14,14 +14,24 @@ from services.trainer.paths import job_dir
 from services.trainer.worker import trainer_worker
 from shared.candidates import candidates as default_candidates
 from shared.clients.base import ServiceError
-from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
+from shared.clients.trainer import TrainerClient
+from shared.schemas.operators import (
+    AttentionOp,
+    IdentityOp,
+    LinearOp,
+    MLPOp,
+    OperatorSpec,
+    teacher_operator,
+)
+from shared.schemas.scores import ScoreTable
+from shared.schemas.trainer import DistillResult, DistillSpec, ScoreSpec
 from shared.settings import Settings
 from tests.services.trainer.conftest import TEST_TEACHER, fast
 
 HANG_GUARD_S = 240  # only against a hang; nothing is timed
 
 
-def candidate_specs() -> dict:
+def candidate_specs() -> dict[str, list[OperatorSpec]]:
     attention = [
         teacher_operator(TEST_TEACHER, "attention"),
         IdentityOp(),
@@ -30,15 +40,14 @@ def candidate_specs() -> dict:
     ]
     mlp = [teacher_operator(TEST_TEACHER, "mlp"), IdentityOp(), LinearOp(), MLPOp(intermediate_size=48)]
     return {
-        f"block{i}.{kind}": [s.model_dump() for s in (attention if kind == "attn" else mlp)]
+        f"block{i}.{kind}": attention if kind == "attn" else mlp
         for i in range(TEST_TEACHER.num_layers)
         for kind in ("attn", "mlp")
     }
 
 
-def distill_body(teacher_dir, **changes) -> dict:
-    body = {
-        "kind": "distill",
+def distill_spec(teacher_dir, **changes) -> DistillSpec:
+    fields = {
         "teacher": str(teacher_dir),
         "dataset": str(teacher_dir.parent / "dataset"),
         "candidates": candidate_specs(),
@@ -51,7 +60,13 @@ def distill_body(teacher_dir, **changes) -> dict:
         "checkpoint_every": 10,
         "eval_batches": 4,
     }
-    return body | changes
+    return DistillSpec(**(fields | changes))
+
+
+def distilled(trainer: TrainerClient, job_id: str) -> DistillResult:
+    result = trainer.result(job_id)
+    assert isinstance(result, DistillResult)
+    return result
 
 
 def run_next(settings: Settings) -> bool:
@@ -59,12 +74,11 @@ def run_next(settings: Settings) -> bool:
 
 
 def test_distill_then_score(settings, trainer, teacher_dir):
-    distill = trainer.submit(distill_body(teacher_dir))
+    distill = trainer.submit(distill_spec(teacher_dir))
     assert run_next(settings)
     done = trainer.job(distill.id)
     assert done.state == "succeeded", trainer.log(distill.id).lines
-    result = trainer.result(distill.id).result
-    nmse = result["heldout_nmse"]
+    nmse = distilled(trainer, distill.id).heldout_nmse
     assert set(nmse) == {"block0.attn", "block0.mlp", "block1.attn", "block1.mlp"}
     for slot, by_candidate in nmse.items():
         teacher_id = "attn_h4_kv2_d16" if slot.endswith("attn") else "mlp_i176"
@@ -76,37 +90,38 @@ def test_distill_then_score(settings, trainer, teacher_dir):
     assert done.progress == 1.0 and done.message == "succeeded"
 
     score = trainer.submit(
-        {
-            "kind": "score",
-            "distill_job": distill.id,
-            "dataset": distill.spec["dataset"],
-            "batch_size": 4,
-            "seq_len": 64,
-            "eval_batches": 3,
-            "checkpoint_every": 1,
-        }
+        ScoreSpec(
+            distill_job=distill.id,
+            dataset=DistillSpec.model_validate(distill.spec).dataset,
+            batch_size=4,
+            seq_len=64,
+            eval_batches=3,
+            checkpoint_every=1,
+        )
     )
     assert run_next(settings)
-    scored = trainer.result(score.id).result
-    assert scored["teacher_loss"] > 0 and scored["tokens"] == 3 * 4 * 64 and scored["batches"] == 3
-    assert -1 <= scored["rank_stability"] <= 1
-    slots = {s["id"]: {c["id"]: c for c in s["candidates"]} for s in scored["slots"]}
+    scored = trainer.result(score.id)
+    assert isinstance(scored, ScoreTable)
+    assert scored.teacher_loss > 0 and scored.tokens == 3 * 4 * 64 and scored.batches == 3
+    assert -1 <= scored.rank_stability <= 1
+    slots = {s.id: {c.id: c for c in s.candidates} for s in scored.slots}
     for by_id in slots.values():
-        references = [c for c in by_id.values() if c["reference"]]
-        assert len(references) == 1 and references[0]["score"] == 0.0
-        assert by_id["identity"]["score"] > 0  # skipping a sublayer of a trained model costs loss
-        assert by_id["identity"]["operator"] == {"kind": "identity"}
-        assert by_id["identity"]["stderr"] > 0 and references[0]["stderr"] == 0.0
+        references = [c for c in by_id.values() if c.reference]
+        assert len(references) == 1 and references[0].score == 0.0
+        assert by_id["identity"].score > 0  # skipping a sublayer of a trained model costs loss
+        assert by_id["identity"].operator == IdentityOp()
+        assert by_id["identity"].stderr > 0 and references[0].stderr == 0.0
     # the search request's shape: every slot lists its candidates with a score
     assert set(slots) == set(nmse)
 
 
 def test_default_candidates_fill_every_slot(sqlite_settings, sqlite_trainer, sqlite_teacher_dir):
-    body = distill_body(sqlite_teacher_dir, steps=2, warmup=0, checkpoint_every=5, eval_batches=1)
-    del body["candidates"]
-    job = sqlite_trainer.submit(body)
+    spec = distill_spec(
+        sqlite_teacher_dir, candidates=None, steps=2, warmup=0, checkpoint_every=5, eval_batches=1
+    )
+    job = sqlite_trainer.submit(spec)
     assert run_next(sqlite_settings)
-    operators = sqlite_trainer.result(job.id).result["operators"]
+    operators = distilled(sqlite_trainer, job.id).operators
     assert len(operators) == 2 * TEST_TEACHER.num_layers
     assert len(operators["block1.mlp"]) == len(default_candidates(TEST_TEACHER, "mlp"))
 
@@ -122,7 +137,7 @@ def test_default_candidates_fill_every_slot(sqlite_settings, sqlite_trainer, sql
     ],
 )
 def test_bad_specs_are_422s_naming_the_field(sqlite_trainer, sqlite_teacher_dir, change, field):
-    body = distill_body(sqlite_teacher_dir) | change
+    body = distill_spec(sqlite_teacher_dir).model_dump(mode="json") | change  # sent raw: it is invalid
     with pytest.raises(ServiceError) as err:
         sqlite_trainer.http.headers["content-type"] = "application/json"
         sqlite_trainer.request("POST", "/v1/jobs", content=json.dumps(body, allow_nan=True))
@@ -138,7 +153,7 @@ def test_bad_specs_are_422s_naming_the_field(sqlite_trainer, sqlite_teacher_dir,
 def test_a_teacher_without_a_tokenizer_is_refused(sqlite_trainer, sqlite_teacher_dir):
     (sqlite_teacher_dir / "tokenizer.json").unlink()
     with pytest.raises(ServiceError) as err:
-        sqlite_trainer.submit(distill_body(sqlite_teacher_dir))
+        sqlite_trainer.submit(distill_spec(sqlite_teacher_dir))
     assert err.value.status == 422 and "tokenizer.json" in err.value.message
 
 
@@ -150,8 +165,8 @@ def worker_process(settings: Settings) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_sigkilled_distillation_resumes_to_the_uninterrupted_result(settings, trainer, teacher_dir):
     settings = fast(settings, trainer_stale_s=3.0)
-    body = distill_body(teacher_dir, steps=80, checkpoint_every=10)
-    killed_job = trainer.submit(body)
+    spec = distill_spec(teacher_dir, steps=80, checkpoint_every=10)
+    killed_job = trainer.submit(spec)
     pointer = job_dir(settings, killed_job.id) / "checkpoint" / "checkpoint.json"
     first = worker_process(settings)
     deadline = time.monotonic() + HANG_GUARD_S
@@ -161,7 +176,8 @@ def test_a_sigkilled_distillation_resumes_to_the_uninterrupted_result(settings, 
             time.sleep(0.05)
         first.kill()  # SIGKILL: no clean-up of any kind
         first.wait()
-        assert trainer.job(killed_job.id).state == "running"
+        # its process is gone on this machine: a reader takes the job back at once, as a worker would
+        assert trainer.job(killed_job.id).state == "queued"
         second = worker_process(settings)
         try:
             while trainer.job(killed_job.id).state != "succeeded":
@@ -179,10 +195,10 @@ def test_a_sigkilled_distillation_resumes_to_the_uninterrupted_result(settings, 
         line.message.startswith("resuming from") for line in trainer.log(killed_job.id, tail=500).lines
     )
 
-    reference = trainer.submit(body)  # the same spec, run through without interruption
+    reference = trainer.submit(spec)  # the same spec, run through without interruption
     assert run_next(settings)
-    expected = trainer.result(reference.id).result["heldout_nmse"]
-    got = trainer.result(killed_job.id).result["heldout_nmse"]
+    expected = distilled(trainer, reference.id).heldout_nmse
+    got = distilled(trainer, killed_job.id).heldout_nmse
     for slot in expected:
         for cid in expected[slot]:
             assert got[slot][cid] == pytest.approx(expected[slot][cid], rel=1e-5, abs=1e-7), (slot, cid)

@@ -10,7 +10,7 @@ import pytest
 
 from services.trainer.memory import device_memory_bytes
 from services.trainer.models import QUEUE
-from tests.services.trainer.test_jobs_api import distill
+from tests.services.trainer.test_jobs_api import distill, distill_body
 
 
 def field_of(response) -> str:
@@ -70,7 +70,7 @@ def test_nul_in_specs_is_422(trainer, body, field):
 
 
 def test_nul_in_a_path_field_is_422(trainer, teacher_dir):
-    r = trainer.http.post("/v1/jobs", json=distill(f"{teacher_dir}\u0000x"))
+    r = trainer.http.post("/v1/jobs", json=distill_body(f"{teacher_dir}\u0000x"))
     assert r.status_code == 422 and field_of(r) == "body.teacher"
 
 
@@ -78,13 +78,13 @@ def test_nul_in_a_path_field_is_422(trainer, teacher_dir):
     ("change", "field"), [({"steps": "10"}, "body.distill.steps"), ({"seed": True}, "body.distill.seed")]
 )
 def test_strings_and_booleans_are_not_numbers(sqlite_trainer, sqlite_teacher_dir, change, field):
-    r = sqlite_trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir, **change))
+    r = sqlite_trainer.http.post("/v1/jobs", json=distill_body(sqlite_teacher_dir, **change))
     assert r.status_code == 422 and field_of(r) == field
 
 
 def test_a_job_too_large_for_the_device_is_refused(sqlite_trainer, sqlite_teacher_dir):
     r = sqlite_trainer.http.post(
-        "/v1/jobs", json=distill(sqlite_teacher_dir, seq_len=131072, batch_size=4096)
+        "/v1/jobs", json=distill_body(sqlite_teacher_dir, seq_len=131072, batch_size=4096)
     )
     assert r.status_code == 422, r.text
     error = r.json()["error"]
@@ -121,7 +121,7 @@ def test_a_teacher_file_that_links_out_of_the_roots_is_refused(
     outside.mkdir()
     (sqlite_teacher_dir / name).rename(outside / name)
     os.symlink(outside / name, sqlite_teacher_dir / name)
-    r = sqlite_trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir))
+    r = sqlite_trainer.http.post("/v1/jobs", json=distill_body(sqlite_teacher_dir))
     assert r.status_code == 422, r.text
     assert field_of(r) == "body.teacher" and "outside" in r.json()["error"]["message"]
 
@@ -131,7 +131,7 @@ def test_a_dataset_file_linked_to_etc_passwd_is_refused(sqlite_trainer, sqlite_t
     data.mkdir()
     (data / "heldout.txt").write_text("Some words.\n")
     os.symlink("/etc/passwd", data / "train.txt")
-    r = sqlite_trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir, dataset=str(data)))
+    r = sqlite_trainer.http.post("/v1/jobs", json=distill_body(sqlite_teacher_dir, dataset=str(data)))
     assert r.status_code == 422, r.text
     assert field_of(r) == "body.dataset" and "outside" in r.json()["error"]["message"]
 

@@ -5,14 +5,15 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from services.trainer.kinds.distill import DistillSpec
 from services.trainer.main import create_app
 from shared.clients.base import ServiceError
 from shared.clients.trainer import TrainerClient
+from shared.schemas.trainer import DistillSpec, ScoreSpec
 from shared.settings import Settings
 
 
-def distill(teacher, **changes) -> dict:
+def distill_body(teacher, **changes) -> dict:
+    """A distill spec as raw JSON: for the bodies a typed spec cannot hold (each test's invalid ones)."""
     body = {
         "kind": "distill",
         "teacher": str(teacher),
@@ -26,6 +27,10 @@ def distill(teacher, **changes) -> dict:
         "steps": 20,
     }
     return body | changes
+
+
+def distill(teacher, **changes) -> DistillSpec:
+    return DistillSpec.model_validate(distill_body(teacher, **changes))
 
 
 def test_submit_get_and_list(trainer, teacher_dir):
@@ -43,13 +48,15 @@ def test_submit_get_and_list(trainer, teacher_dir):
 
 
 def test_idempotency_key_replays_the_same_request_and_refuses_a_different_one(trainer, teacher_dir):
-    r = trainer.http.post("/v1/jobs", json=distill(teacher_dir), headers={"Idempotency-Key": "k1"})
+    r = trainer.http.post("/v1/jobs", json=distill_body(teacher_dir), headers={"Idempotency-Key": "k1"})
     assert r.status_code == 201
     first = r.json()
-    again = trainer.http.post("/v1/jobs", json=distill(teacher_dir), headers={"Idempotency-Key": "k1"})
+    again = trainer.http.post("/v1/jobs", json=distill_body(teacher_dir), headers={"Idempotency-Key": "k1"})
     assert again.status_code == 200 and again.json() == first
+    # the typed spec (defaults written out) is the same request as the raw body
+    assert trainer.submit(distill(teacher_dir), idempotency_key="k1").id == first["id"]
     other = trainer.http.post(
-        "/v1/jobs", json=distill(teacher_dir, steps=21), headers={"Idempotency-Key": "k1"}
+        "/v1/jobs", json=distill_body(teacher_dir, steps=21), headers={"Idempotency-Key": "k1"}
     )
     assert other.status_code == 422
     assert other.json()["error"]["details"][0]["field"] == "Idempotency-Key"
@@ -78,7 +85,7 @@ BAD = {
 def test_bad_specs_are_422_naming_the_field(sqlite_trainer, sqlite_teacher_dir, case):
     trainer = sqlite_trainer
     changes, field = BAD[case]
-    r = trainer.http.post("/v1/jobs", json=distill(sqlite_teacher_dir) | changes)
+    r = trainer.http.post("/v1/jobs", json=distill_body(sqlite_teacher_dir) | changes)
     assert r.status_code == 422, r.text
     assert any(field in d["field"].split(".") for d in r.json()["error"]["details"]), r.text
     assert trainer.jobs().total == 0
@@ -86,7 +93,7 @@ def test_bad_specs_are_422_naming_the_field(sqlite_trainer, sqlite_teacher_dir, 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_learning_rate_is_422(sqlite_trainer, sqlite_teacher_dir, value):
-    raw = json.dumps(distill(sqlite_teacher_dir) | {"learning_rate": "X"}).replace('"X"', value)
+    raw = json.dumps(distill_body(sqlite_teacher_dir) | {"learning_rate": "X"}).replace('"X"', value)
     r = sqlite_trainer.http.post("/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and "learning_rate" in r.json()["error"]["message"]
 
@@ -105,12 +112,12 @@ def test_paths_outside_the_roots_or_missing_are_422(trainer, teacher_dir, settin
         str(settings.input_roots[0] / "weights-only"): "safetensors",
     }
     for teacher, message in cases.items():
-        r = trainer.http.post("/v1/jobs", json=distill(teacher))
+        r = trainer.http.post("/v1/jobs", json=distill_body(teacher))
         assert r.status_code == 422, teacher
         detail = r.json()["error"]["details"][0]
         assert detail["field"] == "body.teacher" and message in detail["message"], detail
     r = trainer.http.post(
-        "/v1/jobs", json=distill(teacher_dir, dataset=str(settings.input_roots[0] / "empty"))
+        "/v1/jobs", json=distill_body(teacher_dir, dataset=str(settings.input_roots[0] / "empty"))
     )
     assert r.status_code == 422 and "train.txt, heldout.txt" in r.json()["error"]["message"]
     data = settings.input_roots[0] / "text"
@@ -122,11 +129,13 @@ def test_paths_outside_the_roots_or_missing_are_422(trainer, teacher_dir, settin
 
 
 def test_score_needs_a_succeeded_distill_job(trainer, teacher_dir):
-    r = trainer.http.post("/v1/jobs", json={"kind": "score", "distill_job": "nope"})
-    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "body.distill_job"
+    with pytest.raises(ServiceError) as err:
+        trainer.submit(ScoreSpec(distill_job="nope"))
+    assert err.value.status == 422 and err.value.details[0]["field"] == "body.distill_job"
     queued = trainer.submit(distill(teacher_dir))
-    r = trainer.http.post("/v1/jobs", json={"kind": "score", "distill_job": queued.id})
-    assert r.status_code == 422 and "queued" in r.json()["error"]["message"]
+    with pytest.raises(ServiceError) as err:
+        trainer.submit(ScoreSpec(distill_job=queued.id))
+    assert err.value.status == 422 and "queued" in err.value.message
 
 
 def test_cancel_a_queued_job_at_once(trainer, teacher_dir):
