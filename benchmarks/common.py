@@ -15,7 +15,15 @@ from services.pipeline.record import RunRecord
 from services.pipeline.stack import services
 from services.pipeline.stages import Run
 from shared.model import Decoder
-from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, OperatorSpec, teacher_operator
+from shared.schemas.operators import (
+    AttentionOp,
+    IdentityOp,
+    LinearOp,
+    MLPOp,
+    OperatorSpec,
+    slot_id,
+    teacher_operator,
+)
 from shared.schemas.shape import ModelShape
 from shared.settings import get_settings
 
@@ -67,8 +75,8 @@ def four_candidates(shape: ModelShape) -> dict[str, list[OperatorSpec]]:
     ]
     out = {}
     for layer in range(shape.num_layers):
-        out[f"block{layer}.attn"] = attention
-        out[f"block{layer}.mlp"] = mlp
+        out[slot_id(layer, "attention")] = attention
+        out[slot_id(layer, "mlp")] = mlp
     return out
 
 

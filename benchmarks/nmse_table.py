@@ -16,6 +16,7 @@ from shared.schemas.operators import (
     LinearOp,
     MLPOp,
     OperatorSpec,
+    slot_id,
     teacher_operator,
 )
 from shared.schemas.trainer import DistillResult, DistillSpec
@@ -40,9 +41,9 @@ def candidates(shape) -> dict[str, list[OperatorSpec]]:
         IdentityOp(),
     ]
     return {
-        f"block{layer}.{kind}": attention if kind == "attn" else mlp
+        slot_id(layer, kind): attention if kind == "attention" else mlp
         for layer in range(shape.num_layers)
-        for kind in ("attn", "mlp")
+        for kind in ("attention", "mlp")
     }
 
 
