@@ -1,6 +1,6 @@
 import pytest
 
-from shared.candidates import all_candidates, candidates
+from shared.candidates import all_candidates, candidates, slot_pools
 from shared.operators import build_operator
 from shared.schemas.operators import (
     AttentionOp,
@@ -8,6 +8,8 @@ from shared.schemas.operators import (
     LinearOp,
     MLPOp,
     fits,
+    parse_slot_id,
+    slot_id,
     spec_name,
     teacher_operator,
 )
@@ -67,3 +69,22 @@ def test_the_mlp_grid_keeps_its_seven_widths_on_small_teachers(size, widths):
         assert got == widths
     else:  # a large teacher keeps the 128 alignment
         assert all(w % 128 == 0 for w in got)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_slot_pools_give_every_slot_its_kind_of_candidates(name):
+    """Every slot of the model, in model order, the teacher's operator first; the small pool is a
+    subset of valid operators (KV heads divide query heads) of the slot's kind."""
+    shape = PRESETS[name]
+    for pool in ("default", "small"):
+        slots = slot_pools(shape, pool)
+        assert list(slots) == [slot_id(i, t) for i in range(shape.num_layers) for t in ("attention", "mlp")]
+        for slot, specs in slots.items():
+            slot_type = parse_slot_id(slot)[1]
+            assert specs[0] == teacher_operator(shape, slot_type)
+            assert len(set(specs)) == len(specs) and all(fits(s, slot_type) for s in specs)
+            for spec in specs:
+                if spec.kind == "attention":
+                    assert spec.num_heads % spec.num_kv_heads == 0
+    small = slot_pools(shape, "small")["block0.attn"]
+    assert 4 <= len(small) <= 7 and len(small) < len(candidates(shape, "attention"))
