@@ -5,6 +5,15 @@ hidden linear layer, then smaller operators of the slot's kind -- attention with
 fewer KV heads and/or a smaller head_dim; SwiGLU MLPs with smaller intermediate sizes -- largest
 first. The profiler measures these by default and the trainer distils them, so both see the same pool.
 The small pool (`unast compress --config quick`) is a few of each kind, for a run of minutes.
+
+Attention candidates start from the teacher's weights (the trainer's inherit.py): a candidate KV head
+mean-pools a run of neighbouring teacher KV heads, and its query heads are chosen among those heads'
+own queries. That is exact bookkeeping only when the runs are whole, so the grid is built KV count
+first: for each KV fraction f, the divisor of the teacher's KV count nearest KV * f; then, for each
+head fraction, the multiple of that KV count nearest the fraction of the teacher's heads (ties, in
+both, go to the larger size). Every KV count thus comes with the whole head grid (a 15/5 teacher gets
+10 and 5 query heads over 5 KV heads, not only MQA), and no candidate needs an uneven merge.
+`inheritable` says whether a spec submitted by hand can be inherited.
 """
 
 import math
@@ -34,22 +43,32 @@ def _unique(values) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def _nearest(options, target: float) -> int:
+    """The option nearest target; a tie goes to the larger one."""
+    return min(options, key=lambda v: (abs(v - target), -v))
+
+
+def _kv_counts(shape: ModelShape) -> list[int]:
+    """Per KV fraction, the divisor of the teacher's KV heads nearest that fraction, largest first."""
+    kv = shape.num_kv_heads
+    divisors = [d for d in range(1, kv + 1) if kv % d == 0]
+    return _unique(_nearest(divisors, kv * f) for f in KV_HEAD_FRACTIONS)
+
+
+def _heads(shape: ModelShape, kv: int, fraction: float) -> int:
+    """The multiple of kv (the teacher's head count is one) nearest the fraction of the teacher's heads."""
+    return _nearest(range(kv, shape.num_heads + 1, kv), shape.num_heads * fraction)
+
+
 def attention_candidates(shape: ModelShape) -> list[AttentionOp]:
-    """Every (heads, kv heads, head_dim) of the grid that is a valid attention, largest first."""
-    heads = _unique(max(1, round(shape.num_heads * f)) for f in HEAD_FRACTIONS)
+    """Every (heads, kv heads, head_dim) of the grid, largest first (see the module docstring)."""
+    pairs = {(_heads(shape, kv, f), kv) for kv in _kv_counts(shape) for f in HEAD_FRACTIONS}
     head_dims = _unique(max(2, 2 * round(shape.head_dim * f / 2)) for f in HEAD_DIM_FRACTIONS)
-    specs = []
-    for h in heads:
-        # KV heads may not exceed the query heads and must divide them (GQA groups)
-        kv_options = [
-            kv
-            for kv in _unique(min(h, max(1, round(shape.num_kv_heads * f))) for f in KV_HEAD_FRACTIONS)
-            if h % kv == 0
-        ] or [math.gcd(h, shape.num_kv_heads)]
-        specs += [
-            AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=d) for kv in kv_options for d in head_dims
-        ]
-    return specs
+    return [
+        AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=d)
+        for h, kv in sorted(pairs, reverse=True)
+        for d in head_dims
+    ]
 
 
 def mlp_candidates(shape: ModelShape) -> list[MLPOp]:
@@ -78,28 +97,57 @@ def all_candidates(shape: ModelShape) -> list[OperatorSpec]:
 
 
 def small_candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
-    """A few per slot type: attention with half the KV heads, half the head size, half the query
-    heads, half both; MLPs of 3/4, 1/2 and 1/4 the width (from the default grid)."""
+    """A few per slot type: attention with about half the KV heads, half the head size, about half the
+    query heads (keeping as many KV heads as divide them), half both; MLPs of 3/4, 1/2 and 1/4 the
+    width (from the default grid)."""
     teacher = teacher_operator(shape, slot_type)
     if slot_type == "mlp":
         i = shape.intermediate_size
         widths = [m for m in mlp_candidates(shape) if m.intermediate_size in {3 * i // 4, i // 2, i // 4}]
         return [teacher, IdentityOp(), LinearOp(), *(widths or [MLPOp(intermediate_size=max(1, i // 2))])]
     h, kv, d = shape.num_heads, shape.num_kv_heads, shape.head_dim
-    half_kv = max(1, kv // 2)
+    kvs = _kv_counts(shape)
     half_dim = max(2, 2 * (d // 4))
-    heads = max(1, h // 2)
-    heads_kv = max(k for k in range(1, heads + 1) if heads % k == 0 and k <= kv)
+    halves = ((_heads(shape, k, 1 / 2), k) for k in kvs)
+    heads, heads_kv = next(((n, k) for n, k in halves if n < h), (h, kv))
     pool = [
         teacher,
         IdentityOp(),
         LinearOp(),
-        AttentionOp(num_heads=h, num_kv_heads=half_kv if h % half_kv == 0 else kv, head_dim=d),
+        AttentionOp(num_heads=h, num_kv_heads=kvs[min(1, len(kvs) - 1)], head_dim=d),
         AttentionOp(num_heads=h, num_kv_heads=kv, head_dim=half_dim),
         AttentionOp(num_heads=heads, num_kv_heads=heads_kv, head_dim=d),
         AttentionOp(num_heads=heads, num_kv_heads=heads_kv, head_dim=half_dim),
     ]
     return list(dict.fromkeys(pool))
+
+
+def inheritance_problem(spec: OperatorSpec, teacher: AttentionOp) -> str | None:
+    """Why the trainer cannot start `spec` from the weights of the slot's teacher, whose attention is
+    `teacher`; None when it can.
+
+    Only attention has a condition: a candidate no larger than the teacher in any size merges whole
+    groups of the teacher's KV heads, so its KV count must divide the teacher's. A candidate larger in
+    some size inherits nothing and starts from random weights, whatever its KV count.
+    """
+    if not isinstance(spec, AttentionOp):
+        return None
+    larger = (
+        spec.num_heads > teacher.num_heads
+        or spec.num_kv_heads > teacher.num_kv_heads
+        or spec.head_dim > teacher.head_dim
+    )
+    if larger or teacher.num_kv_heads % spec.num_kv_heads == 0:
+        return None
+    return (
+        f"its {spec.num_kv_heads} KV heads do not divide the teacher's {teacher.num_kv_heads}, so the "
+        f"teacher's KV heads cannot be merged into them evenly (use a divisor of {teacher.num_kv_heads})"
+    )
+
+
+def inheritable(spec: OperatorSpec, shape: ModelShape) -> bool:
+    """Whether the trainer can start `spec` from a teacher of this shape (to refuse a list up front)."""
+    return inheritance_problem(spec, teacher_operator(shape, "attention")) is None
 
 
 POOLS = {"default": candidates, "small": small_candidates}

@@ -23,7 +23,9 @@ def operator_parameters(spec: OperatorSpec, shape: ModelShape) -> int:
         case AttentionOp():
             q_and_o = 2 * h * spec.num_heads * spec.head_dim
             k_and_v = 2 * h * spec.num_kv_heads * spec.head_dim
-            return h + q_and_o + k_and_v
+            biases = (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim if shape.attention_bias else 0
+            qk_norms = 2 * spec.head_dim if shape.qk_norm else 0
+            return h + q_and_o + k_and_v + biases + qk_norms
         case MLPOp():
             return h + 3 * h * spec.intermediate_size
         case LinearOp():
@@ -59,6 +61,12 @@ def kv_bytes_per_token(spec: OperatorSpec, dtype_bytes: int) -> int:
     if isinstance(spec, AttentionOp):
         return 2 * spec.num_kv_heads * spec.head_dim * dtype_bytes
     return 0
+
+
+def cached_tokens(shape: ModelShape, tokens: int) -> int:
+    """The positions a KV cache must keep for a sequence of `tokens`: all, or a sliding window's worth
+    (Mistral; serving stacks keep a rolling cache), which is also what each new token attends to."""
+    return tokens if shape.sliding_window is None else min(tokens, shape.sliding_window)
 
 
 def activations_per_token(spec: OperatorSpec | None, shape: ModelShape) -> int:

@@ -5,12 +5,11 @@ the block adds it back (x + f(x)), so identity is f(x) = 0 and the teacher's sub
 or MLP operator with the teacher's sizes. Attention keeps a KV cache for decoding.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.rope import frequencies, is_dynamic
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, OperatorSpec
 from shared.schemas.shape import ModelShape
 
@@ -38,76 +37,85 @@ class KVCache:
         return self.k.nbytes + self.v.nbytes
 
 
-def rope_inv_freq(head_dim: int, shape: ModelShape) -> torch.Tensor:
-    """RoPE inverse frequencies, with Llama 3 scaling when the shape asks for it."""
-    inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    scaling = shape.rope_scaling or {}
-    if scaling.get("rope_type", scaling.get("type")) != "llama3":
-        return inv_freq.float()
-    # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between
-    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-    old_len = scaling["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv_freq
-    smooth = (old_len / wavelen - low) / (high - low)
-    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
-    is_medium = (wavelen <= old_len / low) & (wavelen >= old_len / high)
-    return torch.where(is_medium, blended, scaled).float()
-
-
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 
 
 class Attention(nn.Module):
-    """RMSNorm, then causal GQA attention with RoPE (the Hugging Face Llama layout)."""
+    """RMSNorm, then causal GQA attention with RoPE (the Hugging Face Llama layout), with the family's
+    traits: q/k/v biases (Qwen2), per-head q/k RMSNorm before RoPE (Qwen3), a sliding window (Mistral)."""
 
     def __init__(self, spec: AttentionOp, shape: ModelShape):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
-        hidden = shape.hidden_size
+        hidden, bias = shape.hidden_size, shape.attention_bias
         self.norm = nn.RMSNorm(hidden, eps=shape.rms_norm_eps)
-        self.q_proj = nn.Linear(hidden, spec.num_heads * spec.head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, spec.num_kv_heads * spec.head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, spec.num_kv_heads * spec.head_dim, bias=False)
+        self.q_proj = nn.Linear(hidden, spec.num_heads * spec.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, spec.num_kv_heads * spec.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, spec.num_kv_heads * spec.head_dim, bias=bias)
         self.o_proj = nn.Linear(spec.num_heads * spec.head_dim, hidden, bias=False)
+        if shape.qk_norm:
+            self.q_norm = nn.RMSNorm(spec.head_dim, eps=shape.rms_norm_eps)
+            self.k_norm = nn.RMSNorm(spec.head_dim, eps=shape.rms_norm_eps)
         self.shape = shape
+        self.window = shape.sliding_window
         self.register_buffer("inv_freq", torch.empty(spec.head_dim // 2), persistent=False)
         self.reset_buffers()
 
     def reset_buffers(self) -> None:
         """Recompute what is derived rather than stored (after loading weights onto a meta-built module)."""
-        self.inv_freq = rope_inv_freq(self.head_dim, self.shape).to(self.inv_freq.device)
+        inv_freq, self.rope_factor = frequencies(self.head_dim, self.shape)
+        self.inv_freq = inv_freq.to(self.inv_freq.device)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         w = self.k_proj.weight
         return KVCache(batch, self.num_kv_heads, max_len, self.head_dim, dtype=w.dtype, device=w.device)
 
+    def _rotation(self, start: int, tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of positions start .. start + tokens - 1."""
+        inv_freq, factor = self.inv_freq, self.rope_factor
+        if is_dynamic(self.shape):  # NTK-aware scaling grows with the sequence, as transformers' does
+            inv_freq, factor = frequencies(self.head_dim, self.shape, seq_len=start + tokens)
+            inv_freq = inv_freq.to(device)
+        positions = torch.arange(start, start + tokens, device=device, dtype=torch.float32)
+        freqs = torch.outer(positions, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos() * factor, emb.sin() * factor
+
+    def _mask(self, start: int, tokens: int, device) -> torch.Tensor | None:
+        """Which cached and new positions each new token sees (None: plain causal, or all of the cache)."""
+        total = start + tokens
+        if self.window is not None and total > self.window:
+            query = torch.arange(start, total, device=device)[:, None]
+            key = torch.arange(total, device=device)[None, :]
+            return (key <= query) & (query - key < self.window)
+        if start and tokens > 1:  # new tokens see the whole cache and each other causally
+            return torch.ones(tokens, total, dtype=torch.bool, device=device).tril(start)
+        return None
+
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         batch, tokens, _ = x.shape
         h = self.norm(x)
-        q = self.q_proj(h).view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(batch, tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(h).view(batch, tokens, self.num_heads, self.head_dim)
+        k = self.k_proj(h).view(batch, tokens, self.num_kv_heads, self.head_dim)
         v = self.v_proj(h).view(batch, tokens, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.shape.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + tokens, device=x.device, dtype=torch.float32)
-        freqs = torch.outer(positions, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
+        cos, sin = (t.to(q.dtype) for t in self._rotation(start, tokens, x.device))
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
         if cache is not None:
             k, v = cache.append(k, v)
-        mask = None
-        if start and tokens > 1:  # new tokens see the whole cache and each other causally
-            mask = torch.ones(tokens, start + tokens, dtype=torch.bool, device=x.device).tril(start)
+        mask = self._mask(start, tokens, x.device)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=start == 0,  # a Python bool, also when tokens is symbolic (torch.export)
+            is_causal=mask is None and start == 0,  # a Python bool, also when tokens is symbolic
             enable_gqa=self.num_heads != self.num_kv_heads,
         )
         return self.o_proj(y.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim))
@@ -164,6 +172,8 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
     for m in module.modules():
         if isinstance(m, nn.Linear | nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.RMSNorm):
             nn.init.ones_(m.weight)
 

@@ -7,9 +7,11 @@ models on the device against the LUT's prediction -> report.
 """
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from services.pipeline import methods
 from services.pipeline.budgets import parse_budget
@@ -31,10 +33,10 @@ from services.pipeline.stages import (
     validate,
 )
 from shared.clients.base import ServiceError
-from shared.model import Decoder
-from shared.schemas.lut import Estimate, EstimateRequest, Lut, ValidationRequest
+from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
 from shared.schemas.operators import Architecture
 from shared.schemas.search import SweepRequest
+from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import (
     DirectoryModel,
     EvaluateResult,
@@ -72,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="quick",
         help=f"how much work each stage does: {' or '.join(CONFIGS)}, or a JSON file of fields over quick's",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=get_args(Dtype),
+        help="the dtype the device runs the model in, for its LUT (default: the teacher's torch_dtype)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the run directory (runs/NAME)")
 
 
@@ -97,17 +104,16 @@ def main(args: argparse.Namespace) -> int:
     if args.k is not None:
         config = type(config)(**{**config.as_dict(), "k": args.k})
     teacher = args.model.resolve()
-    if not (teacher / "config.json").is_file():
-        print(
-            f"unast compress: {args.model} has no config.json (a Hugging Face model directory)",
-            file=sys.stderr,
-        )
+    try:
+        shape, dtype = read_teacher(teacher, args.dtype)
+    except ValueError as exc:  # before anything starts: the stack, a job, a LUT
+        print(f"unast compress: --model {args.model}: {exc}", file=sys.stderr)
         return 2
     if args.device.startswith("cuda"):
         settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
     record = RunRecord(args.out)
     record.data.inputs = RunInputs(
-        model=str(teacher), device=args.device, budgets=budgets, config=config.as_dict()
+        model=str(teacher), device=args.device, budgets=budgets, config=config.as_dict(), dtype=dtype
     )
     record.save()
     with Reporter() as reporter:
@@ -125,7 +131,8 @@ def main(args: argparse.Namespace) -> int:
                     config=config,
                     reporter=reporter,
                     teacher=teacher,
-                    shape=Decoder.from_pretrained(teacher).shape,
+                    shape=shape,
+                    dtype=dtype,
                     budgets=budgets,
                     device_kind=args.device,
                     out=args.out,
@@ -142,6 +149,28 @@ def main(args: argparse.Namespace) -> int:
             return 1
     print(f"report: {report}")
     return 0
+
+
+def read_teacher(directory: Path, dtype: str | None) -> tuple[ModelShape, Dtype]:
+    """The teacher's shape and the dtype its LUT is timed in (given, else its config's torch_dtype).
+    ValueError, one line naming the field, for a directory or a model this project does not compress."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ValueError("no config.json (a Hugging Face model directory)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"config.json is not readable JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ValueError("config.json is not a JSON object")
+    try:
+        shape = ModelShape.from_hf_config(config)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"config.json: {exc!r}") from None
+    stored = config.get("torch_dtype") or config.get("dtype") or "float32"
+    if dtype is None and stored not in get_args(Dtype):
+        raise ValueError(f"torch_dtype: {stored!r} is not one the profiler times; give --dtype")
+    return shape, dtype or stored
 
 
 def pipeline(run: Run) -> Path:

@@ -38,6 +38,7 @@ class RunInputs(BaseModel):
     device: str
     budgets: list[Budget]
     config: dict[str, Any]
+    dtype: str = "float32"
 
 
 class StageRecord(BaseModel):
@@ -61,6 +62,7 @@ class StageRecord(BaseModel):
     device: str | None = None
     drift: float | None = None
     stable: bool | None = None
+    dtype_note: str | None = None
     median_abs_error: float | None = None
     max_abs_error: float | None = None
     teacher_loss: float | None = None

@@ -312,6 +312,11 @@ def markdown(report: Report, figures: list[str]) -> str:
         f"end of the build ({stability} by its threshold). {check.count} random architectures timed "
         f"whole: median |error| {check.median_abs_error:.1%}, worst {check.max_abs_error:.1%}, "
         f"device drift since the build {check.drift:+.1%}.",
+        *(
+            [f"Note: {profile.dtype_note}."]
+            if (profile := report.stages.get("profile")) and profile.dtype_note
+            else []
+        ),
         "",
         "## Stages",
         "",

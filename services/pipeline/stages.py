@@ -27,6 +27,7 @@ from shared.schemas.jobs import Job
 from shared.schemas.lut import (
     BuildRequest,
     CostTable,
+    Dtype,
     Lut,
     LutKey,
     ThisDevice,
@@ -61,6 +62,7 @@ class Run:
     budgets: list[Budget]
     device_kind: str
     out: Path
+    dtype: Dtype = "float32"  # the LUT's: the teacher's own unless --dtype says otherwise
     stopping: bool = False
 
     @cached_property
@@ -180,7 +182,7 @@ def profile(run: Run) -> Lut:
         regime="prefill",
         batch=1,
         length=run.config.length,
-        dtype="float32",
+        dtype=run.dtype,
         time_cap_s=run.config.lut_time_cap_s,
     )
     key = request.model_dump(mode="json", include=set(LutKey.model_fields))  # the LUT's key, as named
@@ -193,7 +195,7 @@ def profile(run: Run) -> Lut:
         [
             s
             for s in profiler.luts(device_id=this.id, shape=str(run.teacher), length=run.config.length)
-            if s.regime == "prefill" and s.batch == 1 and s.dtype == "float32"
+            if s.regime == "prefill" and s.batch == 1 and s.dtype == run.dtype
         ]
         if this.id is not None
         else []
@@ -219,8 +221,21 @@ def profile(run: Run) -> Lut:
         drift=lut.drift,
         stable=lut.stable,
         validation_id=check.id,
+        dtype_note=slow_dtype(this, run.dtype),
     )
     return lut
+
+
+def slow_dtype(this: ThisDevice, dtype: Dtype) -> str | None:
+    """A line for the report when the device computes `dtype` slower than float32 (a CPU without fast
+    bfloat16 or float16 kernels): its LUT then times a slow path, not what this dtype is for."""
+    rate, full = this.gflops.get(dtype), this.gflops.get("float32")
+    if dtype == "float32" or rate is None or full is None or rate >= full:
+        return None
+    return (
+        f"{this.name} multiplies {dtype} matrices at {rate:.0f} GFLOP/s against {full:.0f} in float32: "
+        f"it has no fast {dtype}, so the {dtype} LUT times a slow path"
+    )
 
 
 def validate(run: Run, stage: str, lut: Lut, request: ValidationRequest) -> Validation:

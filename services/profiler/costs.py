@@ -7,6 +7,7 @@ allocator to ask (CPU). FLOPs give the rough call times that keep absurd request
 
 from shared.costs import (
     activations_per_token,
+    cached_tokens,
     fixed_parameters,
     kv_bytes_per_token,
     operator_flops,
@@ -53,4 +54,6 @@ def computed_activation_bytes(spec: OperatorSpec | None, key: LutKey) -> int:
 def flops(spec: OperatorSpec | None, key: LutKey) -> float:
     """Multiply-adds x 2 of one call (spec None: the fixed part)."""
     new, cached = tokens(key)
-    return operator_flops(spec, key.shape, rows=key.batch * new, attended=cached + new)
+    return operator_flops(
+        spec, key.shape, rows=key.batch * new, attended=cached_tokens(key.shape, cached + new)
+    )

@@ -9,7 +9,13 @@ from services.profiler.costs import computed_activation_bytes, flops, tokens
 from services.profiler.device import DeviceInfo
 from services.profiler.lookup import NotMeasured, estimate
 from services.profiler.profiling import architectures_to_time, measured_operators
-from shared.costs import MEMORY_SHARE, fixed_weight_bytes, kv_bytes_per_token, weight_bytes
+from shared.costs import (
+    MEMORY_SHARE,
+    cached_tokens,
+    fixed_weight_bytes,
+    kv_bytes_per_token,
+    weight_bytes,
+)
 from shared.errors import invalid
 from shared.schemas.lut import DTYPE_BYTES, Build, Lut, ValidationRequest
 from shared.settings import Settings
@@ -34,7 +40,11 @@ def check_build(request: Build, device: DeviceInfo, settings: Settings) -> None:
     new, cached = tokens(request)
     weights = sum(weight_bytes(s, request.shape, dtype_bytes) for s in specs)
     weights += fixed_weight_bytes(request.shape, dtype_bytes)
-    per_tokens = request.batch * (cached + new) * sum(kv_bytes_per_token(s, dtype_bytes) for s in specs)
+    per_tokens = (
+        request.batch
+        * cached_tokens(request.shape, cached + new)
+        * sum(kv_bytes_per_token(s, dtype_bytes) for s in specs)
+    )
     per_tokens += max(computed_activation_bytes(s, request) for s in [None, *specs])
     available = device.memory_bytes * MEMORY_SHARE
     if weights + per_tokens > available:

@@ -3,7 +3,7 @@
 import math
 
 from services.profiler.costs import tokens
-from shared.costs import parameters
+from shared.costs import cached_tokens, parameters
 from shared.schemas.lut import CostCandidate, Costs, CostSlot, CostTable, Estimate, Lut, LutEntry, SlotCost
 from shared.schemas.operators import Architecture, fits, is_teacher, spec_hash
 
@@ -36,7 +36,7 @@ def estimate(lut: Lut, architecture: Architecture) -> Estimate:
     parts = [lut.fixed.costs] + [s.costs for s in slots]
     kv_per_token = sum(p.kv_bytes_per_token for p in parts)
     new, cached = tokens(lut.key())
-    kv_cache = kv_per_token * lut.batch * (new + cached)
+    kv_cache = kv_per_token * lut.batch * cached_tokens(lut.shape, new + cached)
     weights = sum(p.weight_bytes for p in parts)
     activations = max(p.activation_bytes for p in parts)
     return Estimate(
@@ -61,7 +61,10 @@ DERIVED_COSTS = {"memory_bytes": ["weight_bytes", "kv_cache_bytes", "activation_
 def search_costs(costs: Costs, lut: Lut) -> dict[str, int | float]:
     """A part's costs as the search adds them up: the KV cache for the LUT's regime added."""
     new, cached = tokens(lut.key())
-    return {**costs.model_dump(), "kv_cache_bytes": costs.kv_bytes_per_token * lut.batch * (new + cached)}
+    return {
+        **costs.model_dump(),
+        "kv_cache_bytes": costs.kv_bytes_per_token * lut.batch * cached_tokens(lut.shape, new + cached),
+    }
 
 
 def cost_table(lut: Lut) -> CostTable:

@@ -49,7 +49,7 @@ def model_directory_shape(field: str, path: str, settings: Settings) -> ModelSha
         config = json.loads(config_file.read_text())
         shape = ModelShape.from_hf_config(config)
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and ValidationError are ValueErrors
-        raise invalid(field, f"{config_file} is not a supported Llama config: {exc}") from None
+        raise invalid(field, f"{config_file} is not a supported model: {exc}") from None
     return shape.model_copy(update={"name": config.get("_name_or_path") or Path(config_file).parent.name})
 
 

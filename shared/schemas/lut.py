@@ -23,8 +23,10 @@ COST_NAMES = ("latency_ms", "params", "weight_bytes", "kv_bytes_per_token", "act
 
 
 def shape_hash(shape: ModelShape) -> str:
-    """Stable hash of a shape's sizes (its name left out: the sizes alone decide the costs)."""
-    sizes = shape.model_dump(mode="json", exclude={"name"})
+    """Stable hash of a shape's sizes and family (its name left out: these alone decide the costs). A
+    Llama's family and missing window are left out too, so its hash is what it was before families."""
+    plain_llama = {"family", "sliding_window"} if shape.family == "llama" else set()
+    sizes = shape.model_dump(mode="json", exclude={"name", *plain_llama})
     canonical = json.dumps(sizes, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -231,6 +233,9 @@ class ThisDevice(_Schema):
     kind: Literal["cpu", "cuda"]
     memory_bytes: int
     fingerprint: dict[str, Any]
+    gflops: dict[str, float] = Field(
+        default_factory=dict, description="A rough matmul rate per dtype (GFLOP/s), measured at probing."
+    )
 
 
 class BuildResult(_Schema):

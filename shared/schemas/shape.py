@@ -1,16 +1,61 @@
-"""The shape of a Llama-family teacher model: presets, or read from a Hugging Face config.json."""
+"""The shape of a Llama-family teacher: its family, its sizes and its positions; presets, or read from a
+Hugging Face config.json.
 
-from typing import Any, Self
+Four families share one decoder (RMSNorm, RoPE, GQA attention, SwiGLU MLP) and differ in a few traits:
+Qwen2 adds biases to the query, key and value projections, Qwen3 normalises each head's queries and keys,
+Mistral may attend within a sliding window. The family is part of the shape, so two teachers of the same
+sizes but different families never share a LUT. Anything else a config asks for is refused, one line
+naming the field, rather than computed as something it is not.
+"""
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Family = Literal["llama", "qwen2", "qwen3", "mistral"]
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a family's attention does beyond Llama's, and the transformers class that loads it."""
+
+    architecture: str
+    attention_bias: bool = False  # biases on q, k and v (not o)
+    qk_norm: bool = False  # RMSNorm over each head's q and k, before RoPE
+    sliding_window: bool = False  # may attend to the last `sliding_window` positions only
+
+
+TRAITS: dict[str, Traits] = {
+    "llama": Traits("LlamaForCausalLM"),
+    "qwen2": Traits("Qwen2ForCausalLM", attention_bias=True),
+    "qwen3": Traits("Qwen3ForCausalLM", qk_norm=True),
+    "mistral": Traits("MistralForCausalLM", sliding_window=True),
+}
+DECILM_TYPE = "nemotron-nas"  # Llama blocks that vary (shared/decilm.py reads them)
+
+# RoPE types and the keys each needs (Hugging Face's rope_scaling / rope_parameters)
+ROPE_KEYS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "yarn": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+def rope_type(scaling: dict[str, Any] | None) -> str:
+    scaling = scaling or {}
+    return scaling.get("rope_type", scaling.get("type", "default"))
 
 
 class ModelShape(BaseModel):
-    """Sizes of a Llama-family decoder (RMSNorm, RoPE, GQA attention, SwiGLU MLP)."""
+    """Sizes and traits of a Llama-family decoder."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str | None = Field(None, max_length=100, description="Preset or model name, for people.")
+    family: Family = Field("llama", description="The model family: llama, qwen2, qwen3 or mistral.")
     vocab_size: int = Field(ge=2, le=1_048_576)
     hidden_size: int = Field(ge=2, le=65_536)
     num_layers: int = Field(ge=1, le=1024)
@@ -21,10 +66,14 @@ class ModelShape(BaseModel):
     max_position_embeddings: int = Field(2048, ge=1, le=10_485_760)
     rope_theta: float = Field(10_000.0, gt=0)
     rope_scaling: dict[str, Any] | None = Field(
-        None, description="Hugging Face rope_scaling; None or rope_type 'llama3'."
+        None,
+        description="Hugging Face rope_scaling: None or rope_type default, llama3, linear, dynamic or yarn.",
     )
     rms_norm_eps: float = Field(1e-5, gt=0, lt=1)
     tie_word_embeddings: bool = False
+    sliding_window: int | None = Field(
+        None, ge=1, le=10_485_760, description="Mistral: each position attends to at most this many."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -34,12 +83,27 @@ class ModelShape(BaseModel):
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim ({self.head_dim}) must be even for RoPE")
-        rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type"))
-        if self.rope_scaling is not None and rope_type not in ("default", "llama3"):
-            raise ValueError(
-                f"rope_scaling type {rope_type!r} is not supported (only 'default' and 'llama3')"
-            )
+        kind = rope_type(self.rope_scaling)
+        if kind not in ROPE_KEYS:
+            raise ValueError(f"rope_scaling: rope type {kind!r} is not supported ({', '.join(ROPE_KEYS)})")
+        for key in ROPE_KEYS[kind]:
+            if not isinstance((self.rope_scaling or {}).get(key), int | float):
+                raise ValueError(f"rope_scaling: rope type {kind!r} needs a number {key!r}")
+        if self.sliding_window is not None and not self.traits.sliding_window:
+            raise ValueError(f"sliding_window: the {self.family} family has no sliding-window attention")
         return self
+
+    @property
+    def traits(self) -> Traits:
+        return TRAITS[self.family]
+
+    @property
+    def attention_bias(self) -> bool:
+        return self.traits.attention_bias
+
+    @property
+    def qk_norm(self) -> bool:
+        return self.traits.qk_norm
 
     @property
     def num_slots(self) -> int:
@@ -47,40 +111,65 @@ class ModelShape(BaseModel):
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> Self:
-        """Read a Hugging Face Llama config.json (a dict), or a DeciLM / Nemotron-NAS one (whose
-        blocks vary; shared/decilm.py reads them); refuses other architectures."""
-        if config.get("model_type") not in ("llama", "nemotron-nas"):
-            raise ValueError(
-                f"model_type {config.get('model_type')!r} is not supported (only 'llama' and 'nemotron-nas')"
-            )
-        if config.get("attention_bias") or config.get("mlp_bias"):
-            raise ValueError("attention_bias / mlp_bias are not supported")
-        heads = config["num_attention_heads"]
+        """Read a Hugging Face config.json (a dict) of a supported family, or a DeciLM / Nemotron-NAS one
+        (Llama blocks that vary; shared/decilm.py reads them). ValueError, one line naming the field, for
+        anything this project would not compute exactly as transformers does."""
+        model_type = config.get("model_type")
+        family = "llama" if model_type == DECILM_TYPE else model_type
+        if family not in TRAITS:
+            known = ", ".join([*TRAITS, DECILM_TYPE])
+            raise ValueError(f"model_type: {model_type!r} is not supported (only {known})")
+        traits = TRAITS[family]
+        if (act := config.get("hidden_act", "silu")) != "silu":
+            raise ValueError(f"hidden_act: {act!r} is not supported ({family} computes 'silu')")
+        if config.get("attention_bias") and not traits.attention_bias:
+            raise ValueError(f"attention_bias: true is not supported ({family}'s attention has no biases)")
+        if config.get("mlp_bias"):
+            raise ValueError("mlp_bias: true is not supported (the MLPs have no biases)")
+        sliding_layers = "sliding_attention" in (config.get("layer_types") or [])
+        if not traits.sliding_window and (config.get("use_sliding_window") or sliding_layers):
+            raise ValueError(f"use_sliding_window: true is not supported for {family}")
         rope = config.get("rope_parameters") or {}  # transformers >= 5 nests the RoPE settings
+        if rope and not isinstance(rope.get("rope_type", "default"), str):
+            raise ValueError("rope_parameters: one set for every layer is supported, not one per layer type")
+        if (partial := config.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))) != 1.0:
+            raise ValueError(f"partial_rotary_factor: {partial} is not supported (RoPE on every channel)")
         scaling = config.get("rope_scaling")
-        if scaling is None and rope.get("rope_type", "default") != "default":
+        if scaling is None and rope_type(rope) != "default":
             scaling = rope
-        return cls(
-            name=config.get("_name_or_path") or None,
-            vocab_size=config["vocab_size"],
-            hidden_size=config["hidden_size"],
-            num_layers=config["num_hidden_layers"],
-            num_heads=heads,
-            num_kv_heads=config.get("num_key_value_heads") or heads,
-            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-            intermediate_size=config["intermediate_size"],
-            max_position_embeddings=config.get("max_position_embeddings", 2048),
-            rope_theta=config.get("rope_theta", rope.get("rope_theta", 10_000.0)),
-            rope_scaling=scaling,
-            rms_norm_eps=config.get("rms_norm_eps", 1e-5),
-            tie_word_embeddings=config.get("tie_word_embeddings", False),
-        )
+        if "original_max_position_embeddings" in config and rope_type(scaling) in ("llama3", "yarn"):
+            # transformers lets a top-level original length win over the RoPE settings' own
+            scaling = {
+                **scaling,
+                "original_max_position_embeddings": config["original_max_position_embeddings"],
+            }
+        heads = _required(config, "num_attention_heads")
+        try:
+            return cls(
+                name=config.get("_name_or_path") or None,
+                family=family,
+                vocab_size=_required(config, "vocab_size"),
+                hidden_size=_required(config, "hidden_size"),
+                num_layers=_required(config, "num_hidden_layers"),
+                num_heads=heads,
+                num_kv_heads=config.get("num_key_value_heads") or heads,
+                head_dim=config.get("head_dim") or _required(config, "hidden_size") // heads,
+                intermediate_size=_required(config, "intermediate_size"),
+                max_position_embeddings=config.get("max_position_embeddings", 2048),
+                rope_theta=config.get("rope_theta", rope.get("rope_theta", 10_000.0)),
+                rope_scaling=scaling,
+                rms_norm_eps=config.get("rms_norm_eps", 1e-5),
+                tie_word_embeddings=config.get("tie_word_embeddings", False),
+                sliding_window=config.get("sliding_window") if traits.sliding_window else None,
+            )
+        except ValidationError as exc:
+            raise ValueError(one_line(exc)) from None
 
     def to_hf_config(self) -> dict[str, Any]:
-        """A Hugging Face LlamaForCausalLM config.json for this shape."""
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+        """The config.json of this family's transformers class (LlamaForCausalLM, ...) for this shape."""
+        config = {
+            "architectures": [self.traits.architecture],
+            "model_type": self.family,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_layers,
@@ -98,6 +187,33 @@ class ModelShape(BaseModel):
             "mlp_bias": False,
             "torch_dtype": "float32",
         }
+        match self.family:
+            case "qwen2":
+                del config["attention_bias"], config["mlp_bias"]  # Qwen2's q/k/v biases are not optional
+                config["use_sliding_window"] = False
+            case "qwen3":
+                del config["mlp_bias"]
+                config["use_sliding_window"] = False
+            case "mistral":
+                del config["attention_bias"], config["mlp_bias"]
+                config["sliding_window"] = self.sliding_window
+        return config
+
+
+def _required(config: dict[str, Any], key: str) -> Any:
+    if key not in config:
+        raise ValueError(f"{key}: missing from config.json")
+    return config[key]
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line naming its field (the first error; the rest counted)."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(map(str, first["loc"]))
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
 
 
 PRESETS: dict[str, ModelShape] = {

@@ -15,7 +15,7 @@ this = APIRouter(prefix="/v1/device", tags=["devices"])
 @this.get("", summary="The device this profiler measures (what its builds and validations run on)")
 def this_device(session: SessionDep, device: ThisDeviceDep) -> ThisDevice:
     stored = store.get_device_by_key(session, key=device.key)
-    return ThisDevice(id=stored.id if stored else None, **device.model_dump(exclude={"gflops"}))
+    return ThisDevice(id=stored.id if stored else None, **device.model_dump())
 
 
 @router.get("", summary="Devices with measurements")

@@ -56,7 +56,7 @@ def model_shape(field: str, directory: Path) -> ModelShape:
     try:
         return ModelShape.from_hf_config(json.loads((directory / "config.json").read_text()))
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and ValidationError are ValueErrors
-        raise invalid(field, f"config.json is not a supported Llama config: {exc}") from None
+        raise invalid(field, f"config.json is not a supported model: {exc}") from None
 
 
 def dataset(field: str, value: str, settings: Settings) -> str:
