@@ -86,7 +86,8 @@ class Attention(nn.Module):
     def _mask(self, start: int, tokens: int, device) -> torch.Tensor | None:
         """Which cached and new positions each new token sees (None: plain causal, or all of the cache)."""
         total = start + tokens
-        if self.window is not None and total > self.window:
+        # an exported graph serves every length: it keeps the window's mask even where it does nothing
+        if self.window is not None and (total > self.window or torch.compiler.is_exporting()):
             query = torch.arange(start, total, device=device)[:, None]
             key = torch.arange(total, device=device)[None, :]
             return (key <= query) & (query - key < self.window)

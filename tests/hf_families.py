@@ -78,6 +78,6 @@ def write_checkpoint(directory: Path, model_type: str, seed: int = 0, **fields: 
     return model
 
 
-def teacher_checkpoint(directory: Path, name: str, seed: int = 0) -> torch.nn.Module:
+def teacher_checkpoint(directory: Path, name: str, seed: int = 0, **changes: Any) -> torch.nn.Module:
     model_type, fields = TEACHERS[name]
-    return write_checkpoint(directory, model_type, seed, **fields)
+    return write_checkpoint(directory, model_type, seed, **(fields | changes))

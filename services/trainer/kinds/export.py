@@ -32,6 +32,7 @@ from shared import decilm
 from shared.costs import parameters
 from shared.files import atomic_path
 from shared.model import Decoder, write_config
+from shared.rope import is_dynamic
 from shared.schemas.trainer import ExportResult, ExportSpec
 from shared.settings import Settings
 
@@ -72,7 +73,9 @@ def run(ctx: JobContext) -> ExportResult:
         write_decilm(model, directory)
 
     onnx_diff = None
-    if spec.onnx:
+    if spec.onnx and is_dynamic(model.shape):
+        ctx.log("no model.onnx: dynamic RoPE rescales with each sequence's length; an ONNX graph cannot")
+    elif spec.onnx:
         ctx.status("exporting to ONNX", 0.3)
         export_onnx(model.cpu(), directory / ONNX_FILE, model.shape.max_position_embeddings)
         ctx.status("running it in onnxruntime", 0.9)
