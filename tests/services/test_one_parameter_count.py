@@ -42,6 +42,9 @@ UNTIED = ModelShape(
     max_position_embeddings=64,
 )
 TIED = ModelShape(**(UNTIED.model_dump() | {"tie_word_embeddings": True}))
+QWEN2 = ModelShape(**(UNTIED.model_dump() | {"family": "qwen2"}))  # q/k/v biases
+QWEN3 = ModelShape(**(TIED.model_dump() | {"family": "qwen3"}))  # per-head q/k norms
+MISTRAL = ModelShape(**(UNTIED.model_dump() | {"family": "mistral", "sliding_window": 16}))
 
 
 def student(*choices: str) -> Architecture:
@@ -53,6 +56,9 @@ CASES = [
     (UNTIED, student("attn_h4_kv2_d8", "mlp_i64", "attn_h2_kv1_d16", "mlp_i24", "identity", "linear")),
     (TIED, student("linear", "identity", "attn_h8_kv8_d4", "mlp_i64", "attn_h1_kv1_d12", "linear")),
     (UNTIED, student("identity", "mlp_i8", "attn_h2_kv2_d8", "identity", "attn_h4_kv1_d6", "mlp_i64")),
+    (QWEN2, student("attn_h4_kv2_d8", "mlp_i64", "attn_h2_kv1_d16", "mlp_i24", "identity", "linear")),
+    (QWEN3, student("linear", "identity", "attn_h8_kv8_d4", "mlp_i64", "attn_h1_kv1_d12", "linear")),
+    (MISTRAL, student("attn_h4_kv2_d8", "mlp_i64", "attn_h2_kv1_d16", "mlp_i24", "identity", "linear")),
 ]
 
 
@@ -65,7 +71,7 @@ def databases(settings):
     engine.dispose()
 
 
-@pytest.mark.parametrize(("shape", "architecture"), CASES, ids=["untied", "tied", "sparse"])
+@pytest.mark.parametrize(("shape", "architecture"), CASES, ids=["untied", "tied", "sparse", "qwen2", "qwen3", "mistral"])
 def test_one_parameter_count(shape, architecture, settings, databases, tmp_path, monkeypatch):
     count = parameters(architecture, shape)
 

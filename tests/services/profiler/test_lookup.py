@@ -124,3 +124,15 @@ def test_export_is_the_search_request_shape_with_the_teacher_as_reference(lut):
     assert table.derived_costs == {"memory_bytes": ["weight_bytes", "kv_cache_bytes", "activation_bytes"]}
     body = table.model_dump(mode="json")  # what tooling joins scores into and posts to the search
     assert set(body["slots"][0]["candidates"][0]) == {"id", "costs", "reference", "operator"}
+
+
+def test_a_sliding_window_caps_the_kv_cache_in_estimates_and_exports(lut):
+    # Mistral keeps (and attends to) at most its window: 32 of the 101 positions this regime caches
+    mistral = SHAPE.model_copy(update={"family": "mistral", "sliding_window": 32})
+    windowed = lut.model_copy(update={"shape": mistral, "shape_hash": shape_hash(mistral)})
+    assert windowed.shape_hash != lut.shape_hash
+    plain, capped = estimate(lut, Architecture.teacher(SHAPE)), estimate(windowed, Architecture.teacher(SHAPE))
+    assert capped.kv_bytes_per_token == plain.kv_bytes_per_token
+    assert capped.kv_cache_bytes == plain.kv_bytes_per_token * 2 * 32
+    attention = cost_table(windowed).slots[0].candidates[0].costs
+    assert attention["kv_cache_bytes"] == attention["kv_bytes_per_token"] * 2 * 32
