@@ -76,6 +76,8 @@ def _ffn(spec: OperatorSpec, shape: ModelShape, slot: str) -> tuple[dict[str, An
 
 def block_configs(architecture: Architecture, shape: ModelShape) -> tuple[list[dict] | None, list[str]]:
     """(block_configs, []) when every block fits the convention, else (None, why each does not)."""
+    if shape.family != "llama":  # its blocks have neither q/k/v biases, q/k norms nor a window
+        return None, [f"the convention's blocks are Llama's; a {shape.family} model's attention is not"]
     blocks, reasons = [], []
     for i, layer in enumerate(architecture.layers):
         attention, why_a = _attention(layer.attention, shape, slot_id(i, "attention"))

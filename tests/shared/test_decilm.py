@@ -66,3 +66,11 @@ def test_a_decilm_directory_reloads_to_the_same_logits(tmp_path):
     idx = torch.randint(0, SHAPE.vocab_size, (2, 9))
     with torch.no_grad():
         assert torch.equal(reloaded(idx), model(idx))
+
+
+def test_only_a_llama_fits_the_convention():
+    # DeciLM blocks have no q/k/v biases, q/k norms or window: writing one would load silently wrong
+    for family, window in (("qwen2", None), ("qwen3", None), ("mistral", 16)):
+        shape = SHAPE.model_copy(update={"family": family, "sliding_window": window})
+        blocks, reasons = decilm.block_configs(FITS, shape)
+        assert blocks is None and family in reasons[0]
