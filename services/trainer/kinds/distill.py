@@ -27,10 +27,10 @@ from services.trainer.learning.distill import (
 from services.trainer.learning.distributed import gathered_rng_states, job_device, rank_and_world
 from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
 from services.trainer.learning.training import LOG_EVERY_S, learning_rate, set_learning_rate
-from shared.candidates import slot_pools
+from shared.candidates import inheritance_problem, slot_pools
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.schemas.operators import OperatorSpec, parse_slot_id, spec_name
+from shared.schemas.operators import OperatorSpec, parse_slot_id, spec_name, teacher_operator
 from shared.schemas.trainer import DistillResult, DistillSpec
 from shared.settings import Settings
 
@@ -40,9 +40,13 @@ EVAL_COST = 1 / 3  # a held-out batch (forward passes only) against a training s
 def check(spec: DistillSpec, settings: Settings, _session: Session) -> DistillSpec:
     teacher = inputs.model_dir("body.teacher", spec.teacher, settings)
     shape = inputs.model_shape("body.teacher", teacher)
-    for slot in spec.candidates or {}:
+    teacher_attention = teacher_operator(shape, "attention")
+    for slot, specs in (spec.candidates or {}).items():
         if parse_slot_id(slot)[0] >= shape.num_layers:
             raise invalid(f"body.candidates.{slot}", f"the teacher has {shape.num_layers} blocks")
+        for i, candidate in enumerate(specs):
+            if (problem := inheritance_problem(candidate, teacher_attention)) is not None:
+                raise invalid(f"body.candidates.{slot}.{i}", f"{spec_name(candidate)}: {problem}")
     dataset = inputs.dataset("body.dataset", spec.dataset, settings)
     return spec.model_copy(update={"teacher": str(teacher), "dataset": dataset})
 

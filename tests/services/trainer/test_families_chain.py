@@ -19,6 +19,7 @@ from shared.clients.base import ServiceError
 from shared.clients.trainer import TrainerClient
 from shared.costs import weight_bytes
 from shared.model import Decoder
+from shared.schemas.operators import AttentionOp, IdentityOp
 from shared.schemas.scores import ScoreTable
 from shared.schemas.search import Budget, Candidate, SearchRequest, Slot
 from shared.schemas.trainer import (
@@ -177,3 +178,23 @@ def test_the_trainer_refuses_an_unsupported_teacher_naming_the_field(trainer_on,
         )
     assert refused.value.status == 422
     assert f"{field}:" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_candidate_that_cannot_merge_whole_kv_groups_is_refused(trainer_on):
+    # a 10-head / 5-KV-head teacher: 2 KV heads would merge its 5 unevenly
+    _, trainer, teacher = trainer_on
+    directory = teacher("llama-10-5")
+    uneven = AttentionOp(num_heads=4, num_kv_heads=2, head_dim=8)
+    with pytest.raises(ServiceError) as refused:
+        trainer.submit(
+            DistillSpec(
+                teacher=str(directory),
+                dataset=str(directory.parent / "dataset"),
+                candidates={"block0.attn": [IdentityOp(), uneven]},
+                steps=1,
+                **QUICK,
+            )
+        )
+    assert refused.value.status == 422
+    assert [d["field"] for d in refused.value.details] == ["body.candidates.block0.attn.1"]
+    assert "do not divide the teacher's 5" in str(refused.value)
