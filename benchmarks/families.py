@@ -3,7 +3,7 @@
 `unast compress` on it with a tiny --config file, timed whole (an embedded stack per run, as a new user
 gets). Prints one row per family: the logit difference, the wall time and how the run ended.
 
-    .venv/bin/python -m benchmarks.families [--names qwen3 mistral]
+    .venv/bin/python -m benchmarks.families [--names qwen3 mistral qwen3:bfloat16]
 
 The checkpoints go to var/families/ (inside the input roots the services read), the runs to --out.
 """
@@ -52,7 +52,9 @@ def logit_difference(directory: Path, reference: torch.nn.Module) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/families"))
-    parser.add_argument("--names", nargs="*", default=list(TEACHERS))
+    parser.add_argument(
+        "--names", nargs="*", default=[*TEACHERS, "qwen3:bfloat16"], help="tests/hf_families.py's[:dtype]"
+    )
     parser.add_argument("--latency", default="0.6")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -64,18 +66,22 @@ def main() -> None:
     print("| teacher | family | max abs logit difference | unast compress wall s | exit | report |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name in args.names:
-        directory = MODELS / name
-        reference = teacher_checkpoint(directory, name, vocab_size=vocab)
+        directory = MODELS / name.replace(":", "-")
+        family, _, dtype = name.partition(":")  # qwen3:bfloat16 saves the checkpoint in bfloat16
+        reference = teacher_checkpoint(directory, family, vocab_size=vocab)
+        if dtype:  # the logits compared are of the rounded weights, in float32
+            reference.to(getattr(torch, dtype)).save_pretrained(directory, safe_serialization=True)
+            reference.float()
         for file in DEMO_TEACHER.glob("tokenizer*"):
             shutil.copy(file, directory)
         difference = logit_difference(directory, reference)
-        run = args.out / "runs" / name
+        run = args.out / "runs" / name.replace(":", "-")
         command = [sys.executable, "-m", "services.cli", "compress", "--model", str(directory)]
         command += ["--latency", args.latency, "--config", str(config), "--out", str(run)]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - started
-        (args.out / f"{name}.log").write_text(done.stdout + done.stderr)
+        (run.parent / f"{run.name}.log").write_text(done.stdout + done.stderr)
         report = run / "report.md"
         print(
             f"| {name} | {reference.config.model_type} | {difference:.1e} | {wall:.0f} | {done.returncode} "

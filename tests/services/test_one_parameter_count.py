@@ -71,7 +71,9 @@ def databases(settings):
     engine.dispose()
 
 
-@pytest.mark.parametrize(("shape", "architecture"), CASES, ids=["untied", "tied", "sparse", "qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize(
+    ("shape", "architecture"), CASES, ids=["untied", "tied", "sparse", "qwen2", "qwen3", "mistral"]
+)
 def test_one_parameter_count(shape, architecture, settings, databases, tmp_path, monkeypatch):
     count = parameters(architecture, shape)
 

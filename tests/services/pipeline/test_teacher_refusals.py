@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from services.pipeline.compress import read_teacher
+from services.pipeline.stages import slow_dtype
+from shared.schemas.lut import ThisDevice
 from tests.hf_families import hf_config, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -61,6 +63,19 @@ def test_the_lut_dtype_follows_the_teacher_unless_given(tmp_path):
     assert read_teacher(tmp_path / "bf16", "float32")[1] == "float32"
     config["torch_dtype"] = config["dtype"] = "float8_e4m3fn"
     (tmp_path / "bf16" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="^torch_dtype: 'float8_e4m3fn'"):
+    with pytest.raises(ValueError, match=r"^torch_dtype: 'float8_e4m3fn'"):
         read_teacher(tmp_path / "bf16", None)
     assert read_teacher(tmp_path / "bf16", "float16")[1] == "float16"
+
+
+def test_a_device_without_fast_bfloat16_is_named_for_the_report():
+    def device(bf16: float) -> ThisDevice:
+        rates = {"float32": 100.0, "bfloat16": bf16}
+        return ThisDevice(
+            id=1, key="k", name="cpu0", kind="cpu", memory_bytes=1, fingerprint={}, gflops=rates
+        )
+
+    note = slow_dtype(device(12.0), "bfloat16")
+    assert note is not None and "no fast bfloat16" in note and "12 GFLOP/s" in note
+    assert slow_dtype(device(400.0), "bfloat16") is None
+    assert slow_dtype(device(12.0), "float32") is None

@@ -131,7 +131,10 @@ def test_a_sliding_window_caps_the_kv_cache_in_estimates_and_exports(lut):
     mistral = SHAPE.model_copy(update={"family": "mistral", "sliding_window": 32})
     windowed = lut.model_copy(update={"shape": mistral, "shape_hash": shape_hash(mistral)})
     assert windowed.shape_hash != lut.shape_hash
-    plain, capped = estimate(lut, Architecture.teacher(SHAPE)), estimate(windowed, Architecture.teacher(SHAPE))
+    plain, capped = (
+        estimate(lut, Architecture.teacher(SHAPE)),
+        estimate(windowed, Architecture.teacher(SHAPE)),
+    )
     assert capped.kv_bytes_per_token == plain.kv_bytes_per_token
     assert capped.kv_cache_bytes == plain.kv_bytes_per_token * 2 * 32
     attention = cost_table(windowed).slots[0].candidates[0].costs

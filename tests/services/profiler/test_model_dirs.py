@@ -95,3 +95,21 @@ def test_names_that_name_nothing_are_422s_naming_the_field(profiler):
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"].startswith(
         "body.architectures.0.choices"
     )
+
+
+def test_a_family_teacher_gets_its_own_lut_and_an_unsupported_one_a_422(profiler, tmp_path):
+    client, teacher, settings = profiler
+    config = json.loads((DEMO / "config.json").read_text())
+    qwen3 = teacher.parent / "qwen3-teacher"
+    qwen3.mkdir()
+    (qwen3 / "config.json").write_text(json.dumps(config | {"model_type": "qwen3"}))
+    llama_lut, qwen3_lut = build(client, settings, str(teacher)), build(client, settings, str(qwen3))
+    assert llama_lut != qwen3_lut  # same sizes, another family: never the same LUT
+    assert client.lut(qwen3_lut).shape.family == "qwen3"
+    gelu = teacher.parent / "gelu-teacher"
+    gelu.mkdir()
+    (gelu / "config.json").write_text(json.dumps(config | {"hidden_act": "gelu"}))
+    r = client.http.post("/v1/luts", json={"shape": str(gelu), "length": 32})
+    assert r.status_code == 422, r.text
+    detail = r.json()["error"]["details"][0]
+    assert detail["field"] == "body.shape" and "hidden_act: 'gelu' is not supported" in detail["message"]
