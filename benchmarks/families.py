@@ -4,6 +4,7 @@
 gets). Prints one row per family: the logit difference, the wall time and how the run ended.
 
     .venv/bin/python -m benchmarks.families [--names qwen3 mistral qwen3:bfloat16]
+    .venv/bin/python -m benchmarks.families --real-widths   # the logits at real models' widths
 
 The checkpoints go to var/families/ (inside the input roots the services read), the runs to --out.
 """
@@ -21,7 +22,7 @@ import torch
 from benchmarks.common import DEMO_TEACHER
 from services.pipeline.configs import QUICK
 from shared.model import Decoder
-from tests.hf_families import TEACHERS, teacher_checkpoint
+from tests.hf_families import TEACHERS, teacher_checkpoint, write_checkpoint
 
 MODELS = Path("var/families")
 TINY_CONFIG = {  # over quick's fields: minutes per family, every stage run
@@ -42,6 +43,100 @@ TINY_CONFIG = {  # over quick's fields: minutes per family, every stage run
 }
 
 
+# real models' widths, two blocks deep (their depth changes nothing the comparison looks at)
+REAL_WIDTHS: dict[str, tuple[str, dict]] = {
+    "SmolLM-135M": (
+        "llama",
+        dict(
+            hidden_size=576,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            intermediate_size=1536,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "Llama-3.2-1B": (
+        "llama",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            vocab_size=128256,
+            tie_word_embeddings=True,
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 32.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            },
+        ),
+    ),
+    "Qwen2.5-0.5B": (
+        "qwen2",
+        dict(
+            hidden_size=896,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            intermediate_size=4864,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+            rope_theta=1000000.0,
+        ),
+    ),
+    "Qwen3-0.6B": (
+        "qwen3",
+        dict(
+            hidden_size=1024,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+            rope_theta=1000000.0,
+        ),
+    ),
+    "Mistral-7B": (
+        "mistral",
+        dict(
+            hidden_size=4096,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=14336,
+            vocab_size=32000,
+            sliding_window=256,
+        ),
+    ),
+}
+
+
+def real_widths(out: Path) -> None:
+    """Logits against transformers' at real widths (512 tokens: past Mistral's window, set to 256)."""
+    print("| width of | family | parameters (2 blocks) | max abs logit difference | largest logit |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, (model_type, fields) in REAL_WIDTHS.items():
+        directory = out / "real" / name
+        reference = write_checkpoint(
+            directory, model_type, num_hidden_layers=2, max_position_embeddings=4096, **fields
+        )
+        ours = Decoder.from_pretrained(directory).eval()
+        idx = torch.randint(0, ours.shape.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            theirs = reference(idx).logits
+            difference = (ours(idx) - theirs).abs().max().item()
+        params = sum(p.numel() for p in reference.parameters())
+        print(
+            f"| {name} | {model_type} | {params / 1e6:.0f}M | {difference:.1e} | {theirs.abs().max():.1f} |",
+            flush=True,
+        )
+        del reference, ours
+        shutil.rmtree(directory)
+
+
 def logit_difference(directory: Path, reference: torch.nn.Module) -> float:
     ours = Decoder.from_pretrained(directory).eval()
     idx = torch.randint(0, ours.shape.vocab_size, (2, 100), generator=torch.Generator().manual_seed(0))
@@ -56,8 +151,11 @@ def main() -> None:
         "--names", nargs="*", default=[*TEACHERS, "qwen3:bfloat16"], help="tests/hf_families.py's[:dtype]"
     )
     parser.add_argument("--latency", default="0.6")
+    parser.add_argument("--real-widths", action="store_true", help="only the logits at real models' widths")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.real_widths:
+        return real_widths(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     config = args.out / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))

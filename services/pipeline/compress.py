@@ -36,7 +36,7 @@ from shared.clients.base import ServiceError
 from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
 from shared.schemas.operators import Architecture
 from shared.schemas.search import SweepRequest
-from shared.schemas.shape import ModelShape
+from shared.schemas.shape import ModelShape, stored_dtype
 from shared.schemas.trainer import (
     DirectoryModel,
     EvaluateResult,
@@ -167,7 +167,7 @@ def read_teacher(directory: Path, dtype: str | None) -> tuple[ModelShape, Dtype]
         shape = ModelShape.from_hf_config(config)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"config.json: {exc!r}") from None
-    stored = config.get("torch_dtype") or config.get("dtype") or "float32"
+    stored = stored_dtype(config)
     if dtype is None and stored not in get_args(Dtype):
         raise ValueError(f"torch_dtype: {stored!r} is not one the profiler times; give --dtype")
     return shape, dtype or stored

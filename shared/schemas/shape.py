@@ -200,6 +200,11 @@ class ModelShape(BaseModel):
         return config
 
 
+def stored_dtype(config: dict[str, Any]) -> str:
+    """The dtype a config.json says its weights are in (transformers 4.x: torch_dtype, 5.x: dtype)."""
+    return config.get("torch_dtype") or config.get("dtype") or "float32"
+
+
 def _required(config: dict[str, Any], key: str) -> Any:
     if key not in config:
         raise ValueError(f"{key}: missing from config.json")
