@@ -281,7 +281,8 @@ def markdown(report: Report, figures: list[str]) -> str:
     lines = [
         f"# UNAST report: {report.teacher.name}",
         "",
-        f"Teacher `{report.teacher}` ({shape.num_layers} blocks, hidden {shape.hidden_size}); "
+        f"Teacher `{report.teacher}` ({shape.family}, {shape.num_layers} blocks, "
+        f"hidden {shape.hidden_size}); "
         f"device **{report.device}**; LUT {lut.id} (prefill, batch {lut.batch}, {lut.length} tokens, "
         f"{lut.dtype}); budgets: {', '.join(budget_text(b) for b in report.budgets)}; "
         f"configuration `{report.config['name']}`.",
