@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from benchmarks.common import DEMO_TEACHER
 from services.pipeline.configs import QUICK
@@ -121,7 +122,7 @@ def real_widths(out: Path) -> None:
     for name, (model_type, fields) in REAL_WIDTHS.items():
         directory = out / "real" / name
         reference = write_checkpoint(
-            directory, model_type, num_hidden_layers=2, max_position_embeddings=4096, **fields
+            directory, model_type, num_hidden_layers=2, max_position_embeddings=16384, **fields
         )
         ours = Decoder.from_pretrained(directory).eval()
         idx = torch.randint(0, ours.shape.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
@@ -167,9 +168,9 @@ def main() -> None:
         directory = MODELS / name.replace(":", "-")
         family, _, dtype = name.partition(":")  # qwen3:bfloat16 saves the checkpoint in bfloat16
         reference = teacher_checkpoint(directory, family, vocab_size=vocab)
-        if dtype:  # the logits compared are of the rounded weights, in float32
+        if dtype:  # compared: the rounded weights, loaded by both in float32
             reference.to(getattr(torch, dtype)).save_pretrained(directory, safe_serialization=True)
-            reference.float()
+            reference = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
         for file in DEMO_TEACHER.glob("tokenizer*"):
             shutil.copy(file, directory)
         difference = logit_difference(directory, reference)
