@@ -1,9 +1,11 @@
 """The heterogeneous Llama-family decoder: every block's slots hold whatever operator the architecture says.
 
 The teacher is the special case where every slot holds the teacher's own operator. Checkpoints are
-Hugging Face directories (config.json + safetensors): a teacher's loads in `transformers`'
-LlamaForCausalLM unchanged; a compressed model's config.json adds its architecture under
-`unast_architecture`. Only safetensors are read, never pickles, and no remote code runs.
+Hugging Face directories (config.json + safetensors): a teacher's is its family's plain config (it loads
+in transformers' LlamaForCausalLM, Qwen2ForCausalLM, ... unchanged); a compressed model's is the unast
+form (`unast_config`) with the modeling code that transformers runs for it (shared/hf_code), and its
+architecture under `unast_architecture`, which our loader reads. Here only safetensors and JSON are
+read, never pickles, and no code from a model folder runs.
 """
 
 import json
@@ -15,11 +17,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from shared import decilm
+from shared import decilm, hf_code
 from shared.files import atomic_path
 from shared.operators import Identity, KVCache, build_operator, init_weights
 from shared.schemas.operators import Architecture, parse_slot_id, slot_id
-from shared.schemas.shape import ModelShape
+from shared.schemas.shape import TEACHER_KEY, ModelShape
 
 ARCHITECTURE_KEY = "unast_architecture"  # {"choices": {slot id: candidate id}}: what the loader reads
 BLOCKS_KEY = "unast_blocks"  # per block, its attention and MLP operators: for people and other tools
@@ -148,21 +150,24 @@ class Decoder(nn.Module):
         return state
 
     def config(self) -> dict:
-        """config.json: the teacher's shape in Hugging Face Llama terms; a compressed model adds its
-        architecture (what the loader reads) and, per block, what its attention and MLP became."""
-        config = self.shape.to_hf_config()
-        config["torch_dtype"] = str(self.embed.weight.dtype).removeprefix("torch.")
-        if not self.is_teacher():
-            config[ARCHITECTURE_KEY] = self.architecture.model_dump(mode="json")
-            config[BLOCKS_KEY] = [layer.model_dump(mode="json") for layer in self.architecture.layers]
-        return config
+        """config.json: a model of the teacher's sizes in every block as its family's plain config (what
+        transformers loads without remote code); any other in the unast form (unast_config)."""
+        dtype = str(self.embed.weight.dtype).removeprefix("torch.")
+        if self.is_teacher():
+            return self.shape.to_hf_config() | {"torch_dtype": dtype}
+        return unast_config(self.architecture, self.shape, dtype)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write model.safetensors, then config.json, each atomically (temp file, then rename)."""
+        """Write model.safetensors, the shipped modeling code of a compressed model, then config.json,
+        each atomically (temp file, then rename)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / "model.safetensors") as tmp:
             save_file(self.hf_state_dict(), tmp, metadata={"format": "pt"})
+        if not self.is_teacher():
+            for name, source in hf_code.sources().items():
+                with atomic_path(directory / name) as tmp:
+                    tmp.write_bytes(source)
         write_config(directory, self.config())
 
     @classmethod
@@ -170,7 +175,7 @@ class Decoder(nn.Module):
         """Load a Hugging Face Llama directory (or a UNAST export) from safetensors only."""
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
-        shape = ModelShape.from_hf_config(config)
+        shape = ModelShape.from_hf_config(config)  # a unast config's teacher, under TEACHER_KEY
         architecture = None
         if ARCHITECTURE_KEY in config:
             architecture = Architecture.model_validate(config[ARCHITECTURE_KEY])
@@ -189,6 +194,45 @@ class Decoder(nn.Module):
         if shape.tie_word_embeddings:
             model.lm_head.weight = model.embed.weight
         return model.to(dtype)
+
+
+def unast_config(architecture: Architecture, shape: ModelShape, dtype: str) -> dict:
+    """The unast form of config.json, read by the modeling code shipped beside it (shared/hf_code) and
+    by our loader (the architecture; the teacher's shape under TEACHER_KEY). The sizes that vary
+    are per-block lists (0 where a slot has none): a plain family loader refuses them rather than load
+    what it cannot compute, e.g. a depth-pruned model with random weights in its skipped blocks."""
+    layers = architecture.layers
+
+    def per_block(slot_type: str, size: str) -> list[int]:
+        return [getattr(getattr(layer, slot_type), size, 0) for layer in layers]
+
+    return {
+        "architectures": ["UnastForCausalLM"],
+        "model_type": hf_code.MODEL_TYPE,
+        "auto_map": hf_code.AUTO_MAP,
+        "vocab_size": shape.vocab_size,
+        "hidden_size": shape.hidden_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": per_block("attention", "num_heads"),
+        "num_key_value_heads": per_block("attention", "num_kv_heads"),
+        "head_dim": per_block("attention", "head_dim"),
+        "intermediate_size": per_block("mlp", "intermediate_size"),
+        "max_position_embeddings": shape.max_position_embeddings,
+        "rope_theta": shape.rope_theta,
+        "rope_scaling": shape.rope_scaling,
+        "rms_norm_eps": shape.rms_norm_eps,
+        "tie_word_embeddings": shape.tie_word_embeddings,
+        "attention_bias": shape.attention_bias,
+        "qk_norm": shape.qk_norm,
+        "attention_window": shape.sliding_window,
+        "hidden_act": "silu",
+        "torch_dtype": dtype,
+        BLOCKS_KEY: [layer.model_dump(mode="json") for layer in layers],
+        ARCHITECTURE_KEY: architecture.model_dump(mode="json"),
+        # the teacher's shape, not its config.json: transformers would read a nested config of a family
+        # as the model's own (a sub-config of a composite model) and fill the skipped blocks at random
+        TEACHER_KEY: shape.model_dump(mode="json"),
+    }
 
 
 def write_config(directory: Path, config: dict) -> None:

@@ -33,6 +33,8 @@ TRAITS: dict[str, Traits] = {
     "mistral": Traits("MistralForCausalLM", sliding_window=True),
 }
 DECILM_TYPE = "nemotron-nas"  # Llama blocks that vary (shared/decilm.py reads them)
+UNAST_TYPE = "unast"  # a compressed export (shared/model.py: unast_config); its teacher's shape inside
+TEACHER_KEY = "unast_teacher"
 
 # RoPE types and the keys each needs (Hugging Face's rope_scaling / rope_parameters)
 ROPE_KEYS: dict[str, tuple[str, ...]] = {
@@ -115,6 +117,11 @@ class ModelShape(BaseModel):
         (Llama blocks that vary; shared/decilm.py reads them). ValueError, one line naming the field, for
         anything this project would not compute exactly as transformers does."""
         model_type = config.get("model_type")
+        if model_type == UNAST_TYPE and isinstance(config.get(TEACHER_KEY), dict):
+            try:
+                return cls.model_validate(config[TEACHER_KEY])
+            except ValidationError as exc:
+                raise ValueError(f"{TEACHER_KEY}.{one_line(exc)}") from None
         family = "llama" if model_type == DECILM_TYPE else model_type
         if family not in TRAITS:
             known = ", ".join([*TRAITS, DECILM_TYPE])
