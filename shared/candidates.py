@@ -14,11 +14,22 @@ head fraction, the multiple of that KV count nearest the fraction of the teacher
 both, go to the larger size). Every KV count thus comes with the whole head grid (a 15/5 teacher gets
 10 and 5 query heads over 5 KV heads, not only MQA), and no candidate needs an uneven merge.
 `inheritable` says whether a spec submitted by hand can be inherited.
+
+The servable pools (format "nemotron-nas", `servable_candidates`) hold only what the DeciLM /
+Nemotron-NAS `block_configs` form expresses (shared/decilm.py), so that any architecture of them opens
+in the engines that read that form: the teacher's operator (the slot's reference, whether or not the
+form expresses it), identity, linear, attention with the teacher's query heads and head size and a KV
+count from the grid above (a divisor of the teacher's; the small pool: about half), and MLP widths
+that are multiples of 256 below the teacher's, the multiple nearest each of the pool's fractions (a
+teacher of width 512 gets 256 alone).
+The profiler measures the default pool and, for a Llama teacher, the servable one beside it.
 """
 
 import math
 from typing import Literal
 
+from shared import decilm
+from shared.decilm import Format
 from shared.schemas.operators import (
     AttentionOp,
     IdentityOp,
@@ -35,6 +46,7 @@ HEAD_FRACTIONS = (1, 3 / 4, 1 / 2, 1 / 4)
 KV_HEAD_FRACTIONS = (1, 1 / 2, 1 / 4)
 HEAD_DIM_FRACTIONS = (1, 3 / 4, 1 / 2)
 INTERMEDIATE_FRACTIONS = (7 / 8, 3 / 4, 5 / 8, 1 / 2, 3 / 8, 1 / 4, 1 / 8)
+SMALL_INTERMEDIATE_FRACTIONS = (3 / 4, 1 / 2, 1 / 4)
 Pool = Literal["default", "small"]
 
 
@@ -92,8 +104,18 @@ def candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
 
 
 def all_candidates(shape: ModelShape) -> list[OperatorSpec]:
-    """The union over both slot types, deduplicated, in a deterministic order (attention's first)."""
-    return list(dict.fromkeys(candidates(shape, "attention") + candidates(shape, "mlp")))
+    """The union over both slot types, deduplicated, in a deterministic order (attention's first): the
+    default pool and, when the teacher's family fits the nemotron-nas form, the servable one (what the
+    profiler measures by default, so that a run in either format finds every candidate's costs)."""
+    servable = decilm.family_problem(shape) is None
+    return list(
+        dict.fromkeys(
+            candidates(shape, "attention")
+            + (servable_candidates(shape, "attention") if servable else [])
+            + candidates(shape, "mlp")
+            + (servable_candidates(shape, "mlp") if servable else [])
+        )
+    )
 
 
 def small_candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
@@ -150,14 +172,55 @@ def inheritable(spec: OperatorSpec, shape: ModelShape) -> bool:
     return inheritance_problem(spec, teacher_operator(shape, "attention")) is None
 
 
+def servable_widths(shape: ModelShape, fractions: tuple[float, ...]) -> list[int]:
+    """Per fraction, the multiple of 256 below the teacher's width nearest that fraction of it (ties
+    to the larger), largest first; none when the teacher's width is 256 or less."""
+    step = decilm.WIDTH_MULTIPLE
+    options = range(step, shape.intermediate_size, step)
+    if not options:
+        return []
+    return sorted({_nearest(options, shape.intermediate_size * f) for f in fractions}, reverse=True)
+
+
+def servable_candidates(shape: ModelShape, slot_type: SlotType, pool: Pool = "default") -> list[OperatorSpec]:
+    """The servable pool for one slot type (module docstring): teacher first, identity, linear, then the
+    smaller operators the nemotron-nas form expresses. ValueError for a family the form has not."""
+    if (why := decilm.family_problem(shape)) is not None:
+        raise ValueError(why)
+    teacher = teacher_operator(shape, slot_type)
+    if slot_type == "attention":
+        kvs = _kv_counts(shape) if pool == "default" else _kv_counts(shape)[:2]  # small: about half
+        smaller: list[OperatorSpec] = [
+            AttentionOp(num_heads=shape.num_heads, num_kv_heads=kv, head_dim=shape.head_dim) for kv in kvs
+        ]
+    else:
+        fractions = INTERMEDIATE_FRACTIONS if pool == "default" else SMALL_INTERMEDIATE_FRACTIONS
+        smaller = [MLPOp(intermediate_size=w) for w in servable_widths(shape, fractions)]
+    servable = [op for op in smaller if op != teacher and decilm.expresses(op, slot_type, shape)]
+    return list(dict.fromkeys([teacher, IdentityOp(), LinearOp(), *servable]))
+
+
 POOLS = {"default": candidates, "small": small_candidates}
 
 
-def slot_pools(shape: ModelShape, pool: Pool = "default") -> dict[str, list[OperatorSpec]]:
-    """Every slot of the model (block0.attn, block0.mlp, ...) with its candidates from `pool`."""
-    by_type = {t: POOLS[pool](shape, t) for t in ("attention", "mlp")}
+def slot_pools(
+    shape: ModelShape, pool: Pool = "default", format: Format = "unast"
+) -> dict[str, list[OperatorSpec]]:
+    """Every slot of the model (block0.attn, block0.mlp, ...) with its candidates from `pool`: all of
+    the pool's (format "unast"), or only what the nemotron-nas form expresses ("nemotron-nas", the
+    teacher's own operator always kept as the slot's reference; ValueError for a family it has not)."""
+    if format == "nemotron-nas":
+        by_type = {t: servable_candidates(shape, t, pool) for t in ("attention", "mlp")}
+    else:
+        by_type = {t: POOLS[pool](shape, t) for t in ("attention", "mlp")}
     return {
         slot_id(layer, slot_type): by_type[slot_type]
         for layer in range(shape.num_layers)
         for slot_type in ("attention", "mlp")
     }
+
+
+def merged(*pools: dict[str, list[OperatorSpec]]) -> dict[str, list[OperatorSpec]]:
+    """Slot pools joined slot by slot: the first's candidates, then the others' it lacks, in order."""
+    slots = dict.fromkeys(slot for pool in pools for slot in pool)
+    return {slot: list(dict.fromkeys(op for pool in pools for op in pool.get(slot, []))) for slot in slots}

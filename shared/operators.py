@@ -95,7 +95,9 @@ class Attention(nn.Module):
             return torch.ones(tokens, total, dtype=torch.bool, device=device).tril(start)
         return None
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor, start) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x, each (batch, heads, tokens, head_dim), the queries and keys
+        rotated for positions start .. start + tokens - 1 (start: an int, or a symbolic size in export)."""
         batch, tokens, _ = x.shape
         h = self.norm(x)
         q = self.q_proj(h).view(batch, tokens, self.num_heads, self.head_dim)
@@ -104,22 +106,47 @@ class Attention(nn.Module):
         if self.shape.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        start = cache.length if cache is not None else 0
         cos, sin = (t.to(q.dtype) for t in self._rotation(start, tokens, x.device))
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
+        return q, k, v
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        """Attention of the queries over the keys and values, through o_proj: (batch, tokens, hidden)."""
+        batch, _, tokens, _ = q.shape
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.num_heads != self.num_kv_heads
+        )
+        return self.o_proj(y.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim))
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        tokens = x.shape[1]
+        start = cache.length if cache is not None else 0
+        q, k, v = self._qkv(x, start)
         if cache is not None:
             k, v = cache.append(k, v)
         mask = self._mask(start, tokens, x.device)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=mask is None and start == 0,  # a Python bool, also when tokens is symbolic
-            enable_gqa=self.num_heads != self.num_kv_heads,
-        )
-        return self.o_proj(y.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim))
+        # is_causal: a Python bool, also when tokens is symbolic
+        return self._attend(q, k, v, mask, is_causal=mask is None and start == 0)
+
+    def forward_past(
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward with the cache as tensors, for an exported graph: past keys and values (batch,
+        kv_heads, past, head_dim) in; f(x) and the keys and values of past and x (past + tokens along
+        axis 2) out. x's positions start at past. The mask is computed from positions, never chosen by
+        Python on the sizes, so one traced graph serves every past (0 too) and every token count."""
+        tokens, past = x.shape[1], past_k.shape[2]
+        q, k, v = self._qkv(x, past)
+        k, v = torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2)
+        query = torch.arange(past, past + tokens, device=x.device)[:, None]
+        key = torch.arange(past + tokens, device=x.device)[None, :]
+        mask = key <= query
+        if self.window is not None:
+            mask = mask & (query - key < self.window)
+        return self._attend(q, k, v, mask, is_causal=False), k, v
 
 
 class MLP(nn.Module):

@@ -20,6 +20,7 @@ from services.pipeline.progress import Reporter
 from services.pipeline.record import RunInputs, RunRecord, digest
 from services.pipeline.report import Report, Row, write
 from services.pipeline.stack import StackError, services
+from services.pipeline.servable import form_lines
 from services.pipeline.stages import (
     PipelineError,
     Run,
@@ -32,6 +33,7 @@ from services.pipeline.stages import (
     trainer_job,
     validate,
 )
+from shared import decilm
 from shared.clients.base import ServiceError
 from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
 from shared.schemas.operators import Architecture
@@ -75,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"how much work each stage does: {' or '.join(CONFIGS)}, or a JSON file of fields over quick's",
     )
     parser.add_argument(
+        "--format",
+        choices=decilm.FORMATS,
+        default="unast",
+        help="unast: any candidate operator; nemotron-nas: only what the DeciLM / Nemotron-NAS "
+        "block_configs form expresses, so the model opens in vLLM, TensorRT-LLM, mlx-lm, llama.cpp "
+        "(a Llama teacher)",
+    )
+    parser.add_argument(
         "--dtype",
         choices=get_args(Dtype),
         help="the dtype the device runs the model in, for its LUT (default: the teacher's torch_dtype)",
@@ -109,11 +119,20 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:  # before anything starts: the stack, a job, a LUT
         print(f"unast compress: --model {args.model}: {exc}", file=sys.stderr)
         return 2
+    format = args.format
+    if format == "nemotron-nas" and (why := decilm.family_problem(shape)) is not None:
+        print(f"unast compress: --format nemotron-nas: {why}", file=sys.stderr)
+        return 2
     if args.device.startswith("cuda"):
         settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
     record = RunRecord(args.out)
     record.data.inputs = RunInputs(
-        model=str(teacher), device=args.device, budgets=budgets, config=config.as_dict(), dtype=dtype
+        model=str(teacher),
+        device=args.device,
+        budgets=budgets,
+        config=config.as_dict(),
+        dtype=dtype,
+        format=format,
     )
     record.save()
     with Reporter() as reporter:
@@ -136,6 +155,7 @@ def main(args: argparse.Namespace) -> int:
                     budgets=budgets,
                     device_kind=args.device,
                     out=args.out,
+                    format=format,
                 )
                 install_stop_handlers(run)
                 report = pipeline(run)
@@ -184,6 +204,10 @@ def pipeline(run: Run) -> Path:
     teacher_arch = Architecture.teacher(run.shape)
     teacher_estimate = estimate(run, lut, teacher_arch)
     made = [methods.unast(run, distill_job, scores, costs, depth_only=False)]
+    servable_note = ""
+    if "nemotron-nas" in run.pools and run.format != "nemotron-nas":  # the servable row beside it
+        servable, servable_note = methods.servable(run, distill_job, scores, costs)
+        made += [servable] if servable is not None else []
     if run.config.baselines:
         made.append(methods.unast(run, distill_job, scores, costs, depth_only=True))
         made.append(methods.depth(run, distill_job, scores, costs))
@@ -193,6 +217,8 @@ def pipeline(run: Run) -> Path:
     unast = made[0]
 
     export = export_model(run, unast, lut)
+    if run.format == "nemotron-nas" and not export.decilm:  # the servable pools never allow it
+        raise PipelineError("the export has no nemotron-nas form: " + "; ".join(export.decilm_reasons))
     teacher_eval = evaluate_teacher(run)
     architectures = [teacher_arch] + [m.architecture for m in made]
     distinct = list({a.model_dump_json(): a for a in architectures}.values())
@@ -249,6 +275,8 @@ def pipeline(run: Run) -> Path:
         stages=run.record.data.stages,
         export=export,
         notes=notes(rows),
+        format=run.format,
+        form=form_lines(run, made, servable_note),
     )
     return write(report)
 
@@ -315,7 +343,7 @@ def notes(rows: list[Row]) -> list[str]:
             f"UNAST's perplexity after finetuning is {abs(change):.1%} {word} depth pruning's "
             f"(goal: at least 5% below)."
         )
-    baselines = [r for name, r in by.items() if name not in ("teacher", "unast")]
+    baselines = [r for name, r in by.items() if name not in ("teacher", "unast", methods.SERVABLE_ROW)]
     if baselines:
         best = min(baselines, key=lambda r: r.ppl_after)
         out.append(

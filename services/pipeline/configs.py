@@ -36,6 +36,9 @@ class Config:
     # what else runs
     baselines: bool
     onnx: bool
+    # in the default format, a Llama teacher's servable row beside UNAST: the nemotron-nas pool distilled
+    # in the same job, searched, ranked and finetuned (what serving in that form costs; README)
+    nemotron_nas_row: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)

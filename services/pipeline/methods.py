@@ -8,14 +8,26 @@ the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E
   the best architecture by summed score, no short-finetune ranking.
 - uniform: every block the same, its attention and its MLP shrunk by the same fraction of the teacher's
   size (distilled candidates, no search): the largest such fraction that meets the budgets.
+- unast (nemotron-nas), in the default format beside unast: the same search, ranking and finetune over
+  the servable pool (what the DeciLM / Nemotron-NAS form expresses), from the same distill job: what
+  serving in that form costs at the same budget. With `--format nemotron-nas` every method keeps to
+  the servable pool.
 """
 
 from dataclasses import dataclass
 
 from services.pipeline.record import digest
 from services.pipeline.stages import PipelineError, Run, search, trainer_job
+from shared.decilm import Format
 from shared.schemas.lut import CostTable, Estimate, EstimateRequest, Lut
-from shared.schemas.operators import Architecture, is_teacher, operator_from_name, parse_slot_id, slot_id
+from shared.schemas.operators import (
+    Architecture,
+    is_teacher,
+    operator_from_name,
+    parse_slot_id,
+    slot_id,
+    spec_name,
+)
 from shared.schemas.scores import ScoreTable
 from shared.schemas.search import SearchRequest, SearchResponse
 from shared.schemas.trainer import (
@@ -29,12 +41,15 @@ from shared.schemas.trainer import (
 from shared.search_input import search_request
 
 METHODS = ("unast", "unast-depth", "depth", "uniform")
+SERVABLE_ROW = "unast (nemotron-nas)"
+SERVABLE_STAGE = "unast-nas"  # its stages' names: unast-nas-search, -rank, -finetune
 
 
 @dataclass
 class Method:
     name: str
     architecture: Architecture
+    stage: str | None = None  # what its stages are named after, when not its name
     rank_job: str | None = None
     ranked: RankResult | None = None
     searched: SearchResponse | None = None
@@ -42,7 +57,20 @@ class Method:
     finetuned: FinetuneResult | None = None
 
 
-def search_for(run: Run, scores: ScoreTable, costs: CostTable, *, k: int, depth_only: bool) -> SearchRequest:
+def search_for(
+    run: Run,
+    scores: ScoreTable,
+    costs: CostTable,
+    *,
+    k: int,
+    depth_only: bool,
+    format: Format | None = None,
+) -> SearchRequest:
+    """The search over the pool of `format` (the run's by default): the distill job may have learned
+    more (every format's pool), the rest is excluded; depth_only: the {teacher, identity} pool. The
+    request names the format, so the search itself keeps to what it expresses."""
+    format = format or run.format
+    pool = {slot: {spec_name(op) for op in ops} for slot, ops in run.pools[format].items()}
     request = search_request(
         scores,
         costs,
@@ -50,10 +78,13 @@ def search_for(run: Run, scores: ScoreTable, costs: CostTable, *, k: int, depth_
         k=k,
         max_overlap=0.7,
         time_limit_s=run.config.search_time_limit_s,
+        format=format,
     )
-    if depth_only:  # the {teacher, identity} pool
-        for slot in request.slots:
+    for slot in request.slots:
+        if depth_only:
             slot.exclude = [c.id for c in slot.candidates if not c.reference and c.id != "identity"]
+        else:
+            slot.exclude = [c.id for c in slot.candidates if c.id not in pool[slot.id]]
     return request
 
 
@@ -74,13 +105,13 @@ def finetune(run: Run, method: Method, distill_job: str) -> Method:
         warmup=max(1, run.config.finetune_steps // 20),
         checkpoint_every=max(10, run.config.finetune_steps // 5),
     )
-    stage = f"{method.name}-finetune"
+    stage = f"{method.stage or method.name}-finetune"
     method.finetune_job, method.finetuned = trainer_job(run, stage, spec)
     run.record.update(stage, perplexity=method.finetuned.perplexity)
     return method
 
 
-def rank(run: Run, name: str, distill_job: str, searched: SearchResponse) -> Method:
+def rank(run: Run, name: str, distill_job: str, searched: SearchResponse, stage: str | None = None) -> Method:
     """Stage 3: the search's architectures, as it returned them, ranked by a short finetune."""
     spec = RankSpec(
         distill_job=distill_job,
@@ -91,10 +122,12 @@ def rank(run: Run, name: str, distill_job: str, searched: SearchResponse) -> Met
         seq_len=run.config.seq_len,
         eval_batches=run.config.eval_batches,
     )
-    stage = f"{name}-rank"
-    job_id, ranked = trainer_job(run, stage, spec)
-    run.record.update(stage, spearman=ranked.spearman, winner_search_rank=ranked.winner_search_rank)
-    return Method(name=name, architecture=ranked.winner, rank_job=job_id, ranked=ranked, searched=searched)
+    stage_name = f"{stage or name}-rank"
+    job_id, ranked = trainer_job(run, stage_name, spec)
+    run.record.update(stage_name, spearman=ranked.spearman, winner_search_rank=ranked.winner_search_rank)
+    return Method(
+        name=name, architecture=ranked.winner, stage=stage, rank_job=job_id, ranked=ranked, searched=searched
+    )
 
 
 def unast(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable, *, depth_only: bool) -> Method:
@@ -105,6 +138,20 @@ def unast(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable, *, d
     if not searched.solutions:
         raise PipelineError(f"{name}: the search found no architecture: {searched.message}")
     return finetune(run, rank(run, name, distill_job, searched), distill_job)
+
+
+def servable(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> tuple[Method | None, str]:
+    """The default format's servable row: UNAST over the nemotron-nas pool, from the same distill job.
+    (None, why) when no architecture of that pool meets the budgets: the run goes on without it."""
+    request = search_for(run, scores, costs, k=run.config.k, depth_only=False, format="nemotron-nas")
+    try:
+        searched = search(run, f"{SERVABLE_STAGE}-search", request)
+    except PipelineError as exc:  # the search's infeasible: the budgets are out of the pool's reach
+        return None, f"no architecture the nemotron-nas form expresses meets the budgets ({exc})"
+    if not searched.solutions:
+        return None, f"the nemotron-nas search found no architecture: {searched.message}"
+    ranked = rank(run, SERVABLE_ROW, distill_job, searched, stage=SERVABLE_STAGE)
+    return finetune(run, ranked, distill_job), ""
 
 
 def depth(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> Method:
@@ -131,10 +178,11 @@ def uniform(
     stage = "uniform-choice"
     run.record.start(stage, digest(stage, lut.id, scores.model_dump(), [b.model_dump() for b in run.budgets]))
     shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
+    pool = {slot: {spec_name(op) for op in ops} for slot, ops in run.pools[run.format].items()}
     for slot in scores.slots:
         for c in slot.candidates:
             fraction = size_fraction(c.operator, run.shape)
-            if fraction is not None and not c.reference:
+            if fraction is not None and not c.reference and c.id in pool[slot.id]:
                 shrunk[parse_slot_id(slot.id)[1]][c.id] = fraction
     best = None
     for attention, fa in sorted(shrunk["attention"].items()):

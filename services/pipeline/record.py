@@ -39,6 +39,7 @@ class RunInputs(BaseModel):
     budgets: list[Budget]
     config: dict[str, Any]
     dtype: str = "float32"
+    format: str = "unast"
 
 
 class StageRecord(BaseModel):

@@ -20,7 +20,8 @@ from services.pipeline.configs import Config
 from services.pipeline.progress import Reporter, StageProgress
 from services.pipeline.record import RunRecord, digest
 from services.pipeline.stack import Services
-from shared.candidates import slot_pools
+from shared import decilm
+from shared.candidates import merged, slot_pools
 from shared.clients.base import ServiceError
 from shared.clients.jobs import JobsClient
 from shared.schemas.jobs import Job
@@ -63,12 +64,24 @@ class Run:
     device_kind: str
     out: Path
     dtype: Dtype = "float32"  # the LUT's: the teacher's own unless --dtype says otherwise
+    format: decilm.Format = "unast"  # --format: nemotron-nas keeps every method to the servable pool
     stopping: bool = False
 
     @cached_property
+    def pools(self) -> dict[str, dict[str, list[OperatorSpec]]]:
+        """Per format, every slot's candidates a search in that format draws from (the configuration's
+        pool, shared/candidates.py): the run's format, and in the default one the servable pool beside
+        it when the teacher's family fits the nemotron-nas form (the report's servable row)."""
+        pools = {self.format: slot_pools(self.shape, self.config.pool, self.format)}
+        servable_row = self.format == "unast" and self.config.nemotron_nas_row
+        if servable_row and decilm.family_problem(self.shape) is None:
+            pools["nemotron-nas"] = slot_pools(self.shape, self.config.pool, "nemotron-nas")
+        return pools
+
+    @cached_property
     def candidates(self) -> dict[str, list[OperatorSpec]]:
-        """Every slot's candidates, from the configuration's pool (shared/candidates.py)."""
-        return slot_pools(self.shape, self.config.pool)
+        """Every slot's candidates the distill job learns: the pools of every format, joined."""
+        return merged(*self.pools.values())
 
     def check_stop(self) -> None:
         if self.stopping:
@@ -263,10 +276,12 @@ def validate(run: Run, stage: str, lut: Lut, request: ValidationRequest) -> Vali
 
 
 def distill(run: Run) -> tuple[str, DistillResult]:
+    # the trainer's own default pool for the format goes unnamed: the spec names any other
+    default = run.candidates == slot_pools(run.shape, "default", run.format)
     spec = DistillSpec(
         teacher=str(run.teacher),
-        # the default pool is the trainer's own default: the spec names the small one only
-        candidates=run.candidates if run.config.pool != "default" else None,
+        format=run.format,
+        candidates=None if default else run.candidates,
         steps=run.config.distill_steps,
         batch_size=run.config.distill_batch,
         seq_len=run.config.seq_len,
@@ -317,8 +332,8 @@ def search(run: Run, stage: str, request: SearchRequest) -> SearchResponse:
 
 
 def feasible(run: Run, costs: CostTable) -> None:
-    """Before any training: can any architecture of the pool meet the budgets? (scores all 0)"""
-    learned = {slot: {spec_name(op) for op in ops} for slot, ops in run.candidates.items()}
+    """Before any training: can any architecture of the run's pool meet the budgets? (scores all 0)"""
+    learned = {slot: {spec_name(op) for op in ops} for slot, ops in run.pools[run.format].items()}
     slots = [
         Slot(
             id=s.id,
@@ -338,5 +353,6 @@ def feasible(run: Run, costs: CostTable) -> None:
         budgets=run.budgets,
         k=1,
         time_limit_s=30,
+        format=run.format,
     )
     search(run, "budget-check", request)

@@ -9,6 +9,7 @@ with what was found by then).
 import threading
 import time
 
+from services.search.formats import restrict
 from services.search.levels import search_model
 from services.search.outcome import Found, relative_gap
 from services.search.problem import BUDGET_RTOL
@@ -120,7 +121,7 @@ def run_sweep(
 
 def whole_model(request: SearchRequest | SweepRequest, max_overlap: float, settings: Settings) -> WholeModel:
     return build_whole_model(
-        request.slots,
+        restrict(request.slots, request.format),
         request.budgets,
         fixed=request.fixed,
         peak_costs=request.peak_costs,

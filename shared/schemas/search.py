@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.decilm import Format
+
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -77,6 +79,18 @@ DerivedCosts = Annotated[
         "at most one peak cost each."
     ),
 ]
+SearchFormat = Annotated[
+    Format,
+    Field(
+        description="unast: any candidate; nemotron-nas: only candidates the DeciLM / Nemotron-NAS "
+        "block_configs form expresses (shared/decilm.py), so that every solution opens in the engines "
+        "that read that form. Slot ids are then block<N>.attn / block<N>.mlp and candidate ids operator "
+        "names (attn_h<heads>_kv<kv heads>_d<head dim>, mlp_i<size>, identity, linear); an attention "
+        "candidate must keep the query heads and head size of its slot's reference candidate, an MLP's "
+        "width be a multiple of 256. The others are excluded (a reference still counts for fraction "
+        "budgets); a slot left with none, or a pin on one, is a 422 naming it."
+    ),
+]
 
 
 class SearchRequest(BaseModel):
@@ -91,6 +105,7 @@ class SearchRequest(BaseModel):
     )
     gap: Gap = 1e-3
     time_limit_s: TimeLimit = 30.0
+    format: SearchFormat = "unast"
 
 
 class Solution(BaseModel):
@@ -136,6 +151,7 @@ class SweepRequest(BaseModel):
     derived_costs: DerivedCosts = {}
     gap: Gap = 1e-3
     time_limit_s: TimeLimit = 30.0
+    format: SearchFormat = "unast"
 
     @model_validator(mode="after")
     def _one_of_values_or_fractions(self) -> "SweepRequest":

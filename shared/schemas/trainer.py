@@ -90,7 +90,14 @@ class DistillSpec(_Spec):
         min_length=1,
         max_length=4096,
         description="Slot id (block<N>.attn, block<N>.mlp) -> the candidate operators to learn for it. "
-        "Omitted: every slot of the teacher gets the default pool (shared/candidates.py).",
+        "Omitted: every slot of the teacher gets the default pool of `format` (shared/candidates.py).",
+    )
+    format: Literal["unast", "nemotron-nas"] = Field(  # shared.decilm.Format
+        "unast",
+        description="unast: any operator; nemotron-nas: only what the DeciLM / Nemotron-NAS block_configs "
+        "form expresses (shared/decilm.py), so that the model opens in the engines that read that form: "
+        "the default pool is the servable one, and a given candidate the form cannot express is refused "
+        "(the teacher's own operator, each slot's reference, always allowed). A Llama teacher only.",
     )
     steps: int = Field(ge=1, le=10_000_000)
     batch_size: int = Field(8, ge=1, le=4096)

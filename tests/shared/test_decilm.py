@@ -33,8 +33,8 @@ def test_the_convention_expresses_kv_groupings_no_ops_linears_and_widths_of_256(
     blocks, reasons = decilm.block_configs(FITS, SHAPE)
     assert reasons == []
     assert blocks[0] == {
-        "attention": {"no_op": False, "replace_with_linear": False, "n_heads_in_group": 4},
-        "ffn": {"no_op": True, "replace_with_linear": False, "ffn_mult": None},
+        "attention": {**decilm.ATTENTION_FIELDS, "n_heads_in_group": 4},
+        "ffn": {**decilm.FFN_FIELDS, "no_op": True},
     }
     assert blocks[1]["attention"]["replace_with_linear"] and blocks[2]["ffn"]["replace_with_linear"]
     assert decilm.ffn_width(blocks[1]["ffn"]["ffn_mult"], SHAPE.hidden_size) == 512

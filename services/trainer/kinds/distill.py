@@ -27,10 +27,11 @@ from services.trainer.learning.distill import (
 from services.trainer.learning.distributed import gathered_rng_states, job_device, rank_and_world
 from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
 from services.trainer.learning.training import LOG_EVERY_S, learning_rate, set_learning_rate
+from shared import decilm
 from shared.candidates import inheritance_problem, slot_pools
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.schemas.operators import OperatorSpec, parse_slot_id, spec_name, teacher_operator
+from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name, teacher_operator
 from shared.schemas.trainer import DistillResult, DistillSpec
 from shared.settings import Settings
 
@@ -41,21 +42,35 @@ def check(spec: DistillSpec, settings: Settings, _session: Session) -> DistillSp
     teacher = inputs.model_dir("body.teacher", spec.teacher, settings)
     shape = inputs.model_shape("body.teacher", teacher)
     teacher_attention = teacher_operator(shape, "attention")
+    servable = spec.format == "nemotron-nas"
+    if servable and (why := decilm.family_problem(shape)) is not None:
+        raise invalid("body.format", f"the teacher cannot be served in the nemotron-nas form: {why}")
     for slot, specs in (spec.candidates or {}).items():
-        if parse_slot_id(slot)[0] >= shape.num_layers:
+        layer, slot_type = parse_slot_id(slot)
+        if layer >= shape.num_layers:
             raise invalid(f"body.candidates.{slot}", f"the teacher has {shape.num_layers} blocks")
         for i, candidate in enumerate(specs):
             if (problem := inheritance_problem(candidate, teacher_attention)) is not None:
                 raise invalid(f"body.candidates.{slot}.{i}", f"{spec_name(candidate)}: {problem}")
+            # the teacher's own operator is the slot's reference (the teacher's module, not learned):
+            # always allowed; a search in this format leaves it out where the form cannot express it
+            if (
+                servable
+                and not is_teacher(candidate, shape, slot_type)
+                and (problem := decilm.problem(candidate, slot_type, shape)) is not None
+            ):
+                raise invalid(
+                    f"body.candidates.{slot}.{i}", f"the nemotron-nas form cannot express it: {problem}"
+                )
     dataset = inputs.dataset("body.dataset", spec.dataset, settings)
     return spec.model_copy(update={"teacher": str(teacher), "dataset": dataset})
 
 
 def slot_candidates(spec: DistillSpec, teacher: Decoder) -> dict[str, list[OperatorSpec]]:
-    """The spec's candidates, or the default pool for every slot of the teacher."""
+    """The spec's candidates, or the default pool of the spec's format for every slot of the teacher."""
     if spec.candidates is not None:
         return spec.candidates
-    return slot_pools(teacher.shape)
+    return slot_pools(teacher.shape, "default", spec.format)
 
 
 def run(ctx: JobContext) -> DistillResult:

@@ -1,8 +1,10 @@
 """The export job: a student written as a directory a user takes away, checked as it is written.
 
 <job dir>/export/ holds:
-- config.json: the teacher's shape in Llama terms, the architecture (`unast_architecture`, what our
-  loader reads) and per block what its attention and MLP became (`unast_blocks`);
+- config.json: a model of the teacher's sizes in every block as its family's plain config; any other
+  in the unast form (shared/model.py: unast_config) with the modeling code transformers runs for it
+  (configuration_unast.py, modeling_unast.py from shared/hf_code: trust_remote_code, offline), per
+  block what its attention and MLP became (`unast_blocks`) and the architecture our loader reads;
 - model.safetensors (Hugging Face Llama names; linear operators under the DeciLM names), the
   tokenizer files, provenance.json (teacher, the jobs that made it, the device and LUT it was searched
   for, its predicted costs);
