@@ -19,8 +19,8 @@ from services.pipeline.configs import CONFIGS, load_config
 from services.pipeline.progress import Reporter
 from services.pipeline.record import RunInputs, RunRecord, digest
 from services.pipeline.report import Report, Row, write
-from services.pipeline.stack import StackError, services
 from services.pipeline.servable import form_lines
+from services.pipeline.stack import StackError, services
 from services.pipeline.stages import (
     PipelineError,
     Run,
@@ -256,6 +256,7 @@ def pipeline(run: Run) -> Path:
             cost="latency_ms",
             fractions=[round(0.2 + 0.05 * i, 2) for i in range(17)],
             time_limit_s=60,
+            format=searched.format,
         )
     )
     report = Report(

@@ -52,6 +52,8 @@ class Report:
     stages: dict[str, StageRecord]  # the run's record of its stages (run.json)
     export: ExportResult | None
     notes: list[str] = field(default_factory=list)
+    format: str = "unast"  # --format
+    form: list[str] = field(default_factory=list)  # serving in the nemotron-nas form (servable.py)
 
 
 def write(report: Report) -> Path:
@@ -285,7 +287,7 @@ def markdown(report: Report, figures: list[str]) -> str:
         f"hidden {shape.hidden_size}); "
         f"device **{report.device}**; LUT {lut.id} (prefill, batch {lut.batch}, {lut.length} tokens, "
         f"{lut.dtype}); budgets: {', '.join(budget_text(b) for b in report.budgets)}; "
-        f"configuration `{report.config['name']}`.",
+        f"configuration `{report.config['name']}`; format `{report.format}`.",
         "",
         "## Results",
         "",
@@ -299,6 +301,7 @@ def markdown(report: Report, figures: list[str]) -> str:
         "",
         *[f"- {note}" for note in report.notes],
         "",
+        *(["## Serving in the nemotron-nas form", "", *report.form, ""] if report.form else []),
         "## Figures",
         "",
     ]
