@@ -321,6 +321,9 @@ class ExportResult(BaseModel):
     params: int
     reload_identical: bool = Field(description="Our loader gives bit-identical logits from the directory.")
     onnx_max_abs_diff: float | None = Field(description="Largest |logit difference| onnxruntime vs torch.")
+    onnx_generate_equal: bool | None = Field(
+        None, description="onnxruntime's greedy tokens (with the graph's KV cache) equal Decoder.generate's."
+    )
     decilm: bool = Field(
         description="nemotron-nas/ was written: every block fits the block_configs convention."
     )

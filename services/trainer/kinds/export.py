@@ -8,11 +8,13 @@
 - model.safetensors (Hugging Face Llama names; linear operators under the DeciLM names), the
   tokenizer files, provenance.json (teacher, the jobs that made it, the device and LUT it was searched
   for, its predicted costs);
-- model.onnx: the same model by torch's ONNX exporter;
+- model.onnx: the same model by torch's ONNX exporter, with KV-cache inputs and outputs
+  (past_key.i / present_key.i per attention block), so onnxruntime generates;
 - nemotron-nas/: the DeciLM / Nemotron-NAS `block_configs` form (shared/decilm.py), when every block
   fits that convention.
 The job reloads the directory with our loader (logits must be bit-identical) and runs the ONNX model
-in onnxruntime; the result gives both differences. GET /v1/jobs/{id}/files/export/<file> fetches a file.
+in onnxruntime (logits within 1e-4, and greedy tokens with its KV cache equal to ours); the result
+gives both. GET /v1/jobs/{id}/files/export/<file> fetches a file.
 """
 
 import json
@@ -29,7 +31,7 @@ from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds.model_ref import check_model, copy_tokenizer, load_model
 from services.trainer.learning.distributed import job_device
-from services.trainer.learning.onnx_export import export_onnx, onnx_logits
+from services.trainer.learning.onnx_export import export_onnx, onnx_generate, onnx_logits
 from shared import decilm
 from shared.costs import parameters
 from shared.files import atomic_path
@@ -43,6 +45,7 @@ EXPORT_DIR = "export"
 DECILM_DIR = "nemotron-nas"
 ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-4  # largest |logit difference| between onnxruntime and torch accepted
+ONNX_GENERATE = (8, 16)  # prompt tokens (the probe's first), greedy tokens onnxruntime must pick as we do
 
 
 def check(spec: ExportSpec, settings: Settings, session: Session) -> ExportSpec:
@@ -74,7 +77,7 @@ def run(ctx: JobContext) -> ExportResult:
     if blocks is not None:
         write_decilm(model, directory)
 
-    onnx_diff = None
+    onnx_diff = onnx_generate_equal = None
     if spec.onnx and is_dynamic(model.shape):
         ctx.log("no model.onnx: dynamic RoPE rescales with each sequence's length; an ONNX graph cannot")
     elif spec.onnx:
@@ -88,6 +91,12 @@ def run(ctx: JobContext) -> ExportResult:
             raise RuntimeError(
                 f"onnxruntime's logits differ from torch's by {onnx_diff:.2e} (> {ONNX_TOLERANCE})"
             )
+        prompt = probe[:, : ONNX_GENERATE[0]]
+        new = min(ONNX_GENERATE[1], model.shape.max_position_embeddings - prompt.shape[1])
+        ours = model.generate(prompt, new, temperature=0)  # on the CPU: export_onnx moved the model
+        onnx_generate_equal = torch.equal(onnx_generate(directory / ONNX_FILE, prompt, new), ours)
+        if not onnx_generate_equal:
+            raise RuntimeError("onnxruntime's greedy tokens (with its KV cache) differ from torch's")
     if not identical:
         raise RuntimeError("the exported directory does not reload to bit-identical logits")
     files = sorted(str(p.relative_to(ctx.directory)) for p in directory.rglob("*") if p.is_file())
@@ -99,6 +108,7 @@ def run(ctx: JobContext) -> ExportResult:
         params=parameters(model.architecture, model.shape),
         reload_identical=identical,
         onnx_max_abs_diff=onnx_diff,
+        onnx_generate_equal=onnx_generate_equal,
         decilm=blocks is not None,
         decilm_reasons=reasons,
     )
