@@ -149,6 +149,7 @@ def test_each_family_compresses_end_to_end_and_its_export_reloads(trainer_on, na
     run_next(settings)
     exported = succeeded(trainer, export, ExportResult)
     assert exported.reload_identical and exported.onnx_max_abs_diff < ONNX_TOLERANCE
+    assert exported.onnx_generate_equal  # onnxruntime generates with its KV cache as we do
     reloaded = Decoder.from_pretrained(exported.directory)
     assert reloaded.shape.family == shape.family and reloaded.architecture == ranked.winner
     probe = torch.randint(0, shape.vocab_size, (2, 30))  # past Mistral's window of 8

@@ -179,6 +179,7 @@ def test_k_architectures_are_ranked_finetuned_exported_and_generate(stage, tmp_p
     exported = succeeded(trainer, export, ExportResult)
     directory = Path(exported.directory)
     assert exported.reload_identical and exported.onnx_max_abs_diff < ONNX_TOLERANCE
+    assert exported.onnx_generate_equal  # onnxruntime generates with its KV cache as we do
     for name in ("config.json", "model.safetensors", "tokenizer.json", "provenance.json", "model.onnx"):
         assert f"export/{name}" in exported.files
     config = json.loads((directory / "config.json").read_text())
