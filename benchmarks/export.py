@@ -165,7 +165,7 @@ class Runtimes:
 
             def step():
                 self.transformers(token, use_cache=True, **{name: cache})
-                cache.crop(prompt.shape[1])
+                cache.crop(-1)  # the token just added
 
             return step
         names = [o.name for o in self.onnx.get_outputs()]
