@@ -24,6 +24,7 @@ attention but no linear MLP. NVIDIA's code, TensorRT-LLM and mlx-lm take all of 
 
 from typing import Any, Literal, get_args
 
+from shared import hf_code
 from shared.schemas.operators import (
     Architecture,
     AttentionOp,
@@ -36,20 +37,13 @@ from shared.schemas.operators import (
     fits,
     spec_name,
 )
-from shared.schemas.shape import ModelShape
+from shared.schemas.shape import TEACHER_KEY, ModelShape
 
 Format = Literal["unast", "nemotron-nas"]
 FORMATS: tuple[str, ...] = get_args(Format)
 MODEL_TYPE = "nemotron-nas"
 ARCHITECTURES = ["DeciLMForCausalLM"]
 WIDTH_MULTIPLE = 256
-# The convention's config and modelling code live beside NVIDIA's models on the Hugging Face Hub;
-# a directory refers to them, as those models' own configs do (a loader fetches them with
-# trust_remote_code; nothing here runs them).
-AUTO_MAP = {
-    "AutoConfig": "nvidia/Llama-3_1-Nemotron-51B-Instruct--configuration_decilm.DeciLMConfig",
-    "AutoModelForCausalLM": "nvidia/Llama-3_1-Nemotron-51B-Instruct--modeling_decilm.DeciLMForCausalLM",
-}
 # Every field of an entry, at the value of a block that uses none of them: exactly the keys NVIDIA's
 # dataclasses write (mlx-lm builds its dataclasses from the entry, so an unknown key is an error there)
 ATTENTION_FIELDS: dict[str, Any] = {
@@ -189,16 +183,19 @@ def config(architecture: Architecture, shape: ModelShape, dtype: str) -> dict[st
     blocks, reasons = block_configs(architecture, shape)
     if blocks is None:
         raise ValueError("; ".join(reasons))
-    # num_key_value_heads and intermediate_size stay the teacher's, as a Llama config has them, so that
-    # our loader reads the teacher's shape back; the form's readers take both from the blocks
-    # (NVIDIA's config class sets them to None, vLLM, TensorRT-LLM, mlx-lm and llama.cpp never read them)
+    # num_key_value_heads and intermediate_size are null, as NVIDIA's configs have them (the form's
+    # readers take both from the blocks): a plain Llama loader then refuses the directory instead of
+    # filling its no-op blocks with random weights. Our loader reads the teacher's shape from TEACHER_KEY.
     return {
         **shape.to_hf_config(),
         "architectures": ARCHITECTURES,
         "model_type": MODEL_TYPE,
-        "auto_map": AUTO_MAP,
+        "auto_map": hf_code.AUTO_MAP,
+        "num_key_value_heads": None,
+        "intermediate_size": None,
         "block_configs": blocks,
         "torch_dtype": dtype,
+        TEACHER_KEY: shape.model_dump(mode="json"),
     }
 
 

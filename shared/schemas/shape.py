@@ -117,7 +117,7 @@ class ModelShape(BaseModel):
         (Llama blocks that vary; shared/decilm.py reads them). ValueError, one line naming the field, for
         anything this project would not compute exactly as transformers does."""
         model_type = config.get("model_type")
-        if model_type == UNAST_TYPE and isinstance(config.get(TEACHER_KEY), dict):
+        if model_type in (UNAST_TYPE, DECILM_TYPE) and isinstance(config.get(TEACHER_KEY), dict):
             try:
                 return cls.model_validate(config[TEACHER_KEY])
             except ValidationError as exc:

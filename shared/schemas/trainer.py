@@ -308,6 +308,11 @@ class ExportSpec(_Spec):
     kind: Literal["export"] = "export"
     model: ModelRef = Field(description="A finetune job's model, a rank job's winner, or a student.")
     onnx: bool = Field(True, description="Also write model.onnx and check it in onnxruntime.")
+    format: Literal["unast", "nemotron-nas"] = Field(  # shared.decilm.Format
+        "unast",
+        description="nemotron-nas: the job fails unless the architecture fits the DeciLM / Nemotron-NAS "
+        "block_configs form (nemotron-nas/ is written whenever it fits).",
+    )
     target: ExportTarget = Field(default_factory=ExportTarget)
 
     def footprint(self) -> Footprint:

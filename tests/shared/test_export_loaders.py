@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from services.trainer.kinds.export import DECILM_DIR, write_decilm
 from shared import hf_code
 from shared.model import Decoder
 from shared.schemas.operators import Architecture, AttentionOp, IdentityOp, LinearOp, MLPOp
 from shared.schemas.shape import ModelShape
 from tests.hf_families import teacher_checkpoint, write_checkpoint
+from tests.shared.decilm_reference import read_blocks
 
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).parents[2]
@@ -120,3 +122,40 @@ def test_a_model_of_the_teachers_sizes_is_its_familys_plain_config(tmp_path):
     assert config["model_type"] == "qwen2" and "auto_map" not in config and "unast_architecture" not in config
     assert not any((tmp_path / "export" / name).exists() for name in hf_code.FILES)
     transformers.Qwen2ForCausalLM.from_pretrained(tmp_path / "export")  # no remote code
+
+
+def test_the_nemotron_nas_folder_follows_the_form_and_loads_offline_exactly(tmp_path):
+    """A servable architecture's nemotron-nas/ folder: the reference reader reads back its blocks,
+    transformers loads it with the shipped code (attribute access to block_configs, as vLLM reads it),
+    our loader reloads it bit for bit, and a plain Llama loader refuses it."""
+    shape = ModelShape(
+        vocab_size=96, hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=16,
+        intermediate_size=512, max_position_embeddings=128,
+    )  # fmt: skip
+    servable = (
+        Architecture.teacher(shape)
+        .replace("block0.attn", AttentionOp(num_heads=4, num_kv_heads=1, head_dim=16))
+        .replace("block0.mlp", MLPOp(intermediate_size=256))
+        .replace("block1.attn", IdentityOp())
+        .replace("block1.mlp", LinearOp())
+        .replace("block2.attn", LinearOp())
+    )
+    torch.manual_seed(0)
+    model = Decoder(shape, servable).eval()
+    model.save_pretrained(tmp_path)
+    write_decilm(model, tmp_path)
+    folder = tmp_path / DECILM_DIR
+    config = json.loads((folder / "config.json").read_text())
+    assert read_blocks(config) == [((4, 1, 16), 256), ("no_op", "linear"), ("linear", 512)]
+    assert config["auto_map"] == hf_code.AUTO_MAP and set(hf_code.FILES) <= {p.name for p in folder.iterdir()}
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    assert loaded.config.block_configs[0].attention.n_heads_in_group == 4
+    assert loaded.config.block_configs[1].ffn.replace_with_linear
+    idx = torch.randint(0, shape.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (loaded(idx).logits - model(idx)).abs().max().item() <= TOLERANCE
+        assert torch.equal(Decoder.from_pretrained(folder)(idx), model(idx))
+        ours = model.generate(prompt(model), 20, temperature=0)
+        assert torch.equal(loaded.generate(prompt(model), max_new_tokens=20, do_sample=False), ours)
+    with pytest.raises(Exception, match="intermediate_size"):
+        transformers.LlamaForCausalLM.from_pretrained(folder)

@@ -32,7 +32,7 @@ from services.jobs.kind import JobKind
 from services.trainer.kinds.model_ref import check_model, copy_tokenizer, load_model
 from services.trainer.learning.distributed import job_device
 from services.trainer.learning.onnx_export import export_onnx, onnx_generate, onnx_logits
-from shared import decilm
+from shared import decilm, hf_code
 from shared.costs import parameters
 from shared.files import atomic_path
 from shared.model import Decoder, write_config
@@ -60,6 +60,9 @@ def run(ctx: JobContext) -> ExportResult:
     ctx.status("loading the model", 0.0)
     loaded = load_model(ctx, spec.model, device)
     model = loaded.model.eval()
+    blocks, reasons = decilm.block_configs(model.architecture, model.shape)
+    if blocks is None and spec.format == "nemotron-nas":  # asked for, and not expressible: write nothing
+        raise RuntimeError(f"the architecture does not fit the nemotron-nas form: {'; '.join(reasons)}")
     directory = ctx.directory / EXPORT_DIR
     ctx.status("writing the model directory", 0.1)
     model.save_pretrained(directory)
@@ -73,7 +76,6 @@ def run(ctx: JobContext) -> ExportResult:
         reloaded = Decoder.from_pretrained(directory)(probe)
     identical = torch.equal(reference, reloaded)
 
-    blocks, reasons = decilm.block_configs(model.architecture, model.shape)
     if blocks is not None:
         write_decilm(model, directory)
 
@@ -131,6 +133,9 @@ def write_decilm(model: Decoder, directory: Path) -> None:
     target.mkdir(exist_ok=True)
     dtype = str(model.embed.weight.dtype).removeprefix("torch.")
     write_config(target, decilm.config(model.architecture, model.shape, dtype))
+    for name, source in hf_code.sources().items():  # transformers loads the folder with these, offline
+        with atomic_path(target / name) as tmp:
+            tmp.write_bytes(source)
     with atomic_path(target / "model.safetensors") as tmp:
         try:
             os.link(directory / "model.safetensors", tmp)
