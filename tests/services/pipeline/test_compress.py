@@ -144,3 +144,48 @@ def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, 
     assert provenance["searched_for"]["lut_id"] == after["profile"]["lut_id"]
     with torch.no_grad():
         assert exported(torch.randint(0, 384, (1, 8))).shape == (1, 8, 384)
+
+
+@pytest.mark.slow
+def test_a_servable_run_exports_the_form_that_its_readers_and_transformers_load(
+    tmp_path, sqlite_settings, trained_teacher
+):
+    """`--format nemotron-nas` at tiny size: the export's nemotron-nas/ folder reads back, by the form's
+    reference reader, as the exported architecture, and reloads exactly in our loader and in transformers
+    with the shipped code."""
+    transformers = pytest.importorskip("transformers")
+    from tests.shared.decilm_reference import read_blocks
+
+    teacher = make_teacher(sqlite_settings, trained_teacher)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY | {"k": 2, "baselines": False}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | sqlite_settings.to_env()
+    env |= {f"UNAST_{name}_PORT": str(free_port()) for name in ("PROFILER", "SEARCH", "TRAINER")}
+    env |= {"UNAST_TRAINER_POLL_S": "0.2", "UNAST_PROFILER_POLL_S": "0.2"}
+    command = [sys.executable, "-m", "services.cli", "compress", "--model", str(teacher), "--latency", "0.6"]
+    command += ["--config", str(tmp_path / "tiny.json"), "--format", "nemotron-nas"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "run")], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=HANG_GUARD_S, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    export = tmp_path / "run" / "model"
+    folder = export / "nemotron-nas"
+    model = Decoder.from_pretrained(export).eval()
+    blocks = read_blocks(json.loads((folder / "config.json").read_text()))
+    shape = model.shape
+    for (attention, ffn), layer in zip(blocks, model.architecture.layers, strict=True):
+        match layer.attention.kind:
+            case "identity" | "linear":
+                assert attention == {"identity": "no_op", "linear": "linear"}[layer.attention.kind]
+            case _:
+                assert attention == (shape.num_heads, layer.attention.num_kv_heads, shape.head_dim)
+        match layer.mlp.kind:
+            case "identity" | "linear":
+                assert ffn == {"identity": "no_op", "linear": "linear"}[layer.mlp.kind]
+            case _:
+                assert ffn == layer.mlp.intermediate_size
+    idx = torch.randint(0, shape.vocab_size, (2, 20))
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    with torch.no_grad():
+        assert torch.equal(Decoder.from_pretrained(folder)(idx), model(idx))
+        assert (loaded(idx).logits - model(idx)).abs().max().item() <= 1e-4
