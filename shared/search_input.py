@@ -8,10 +8,11 @@ happened to beat the teacher on the held-out batches) are taken as 0: no replace
 the teacher by construction, and the search's scores are non-negative.
 """
 
+import math
 from typing import Any
 
-from shared.schemas.lut import CostTable
-from shared.schemas.operators import spec_hash
+from shared.schemas.lut import CostSlot, CostTable
+from shared.schemas.operators import Architecture, spec_hash
 from shared.schemas.scores import ScoreTable
 from shared.schemas.search import Candidate, SearchRequest, Slot
 
@@ -43,3 +44,57 @@ def search_request(scores: ScoreTable, costs: CostTable, **request: Any) -> Sear
         derived_costs=costs.derived_costs,
         **request,
     )
+
+
+def merged(tables: dict[str, CostTable]) -> CostTable:
+    """Several LUTs' cost tables as one, for one search under budgets of every regime: the table named
+    "" keeps its cost names (latency_ms, memory_bytes, ...), each other's are `<name>.<cost>`
+    (decode.latency_ms). A candidate is kept where every table costs it (matched by slot and operator);
+    ids, references and operators are the first table's."""
+    names = list(tables)
+
+    def prefix(name: str, cost: str) -> str:
+        return f"{name}.{cost}" if name else cost
+
+    costed = {
+        name: {(s.id, spec_hash(c.operator)): c for s in table.slots for c in s.candidates}
+        for name, table in tables.items()
+    }
+    first = tables[names[0]]
+    slots = []
+    for slot in first.slots:
+        candidates = []
+        for c in slot.candidates:
+            key = (slot.id, spec_hash(c.operator))
+            if all(key in costed[name] for name in names):
+                costs = {prefix(n, k): v for n in names for k, v in costed[n][key].costs.items()}
+                candidates.append(c.model_copy(update={"costs": costs}))
+        slots.append(CostSlot(id=slot.id, candidates=candidates))
+    return CostTable(
+        lut_id=first.lut_id,
+        device_id=first.device_id,
+        fixed={prefix(n, k): v for n, t in tables.items() for k, v in t.fixed.items()},
+        peak_costs=[prefix(n, c) for n, t in tables.items() for c in t.peak_costs],
+        derived_costs={
+            prefix(n, c): [prefix(n, part) for part in parts]
+            for n, t in tables.items()
+            for c, parts in t.derived_costs.items()
+        },
+        slots=slots,
+    )
+
+
+def architecture_costs(table: CostTable, architecture: Architecture) -> dict[str, float]:
+    """An architecture's whole-model costs by the table, as the search and the profiler's estimate add
+    them up: the fixed part plus every slot's candidate; peak costs the largest part; derived costs the
+    sums of theirs. KeyError naming the slot whose candidate the table does not cost."""
+    by_slot = {s.id: {c.id: c.costs for c in s.candidates} for s in table.slots}
+    parts = [table.fixed] + [by_slot[slot][candidate] for slot, candidate in architecture.choices.items()]
+    names = set().union(*parts) - set(table.derived_costs)
+    totals = {
+        name: (max if name in table.peak_costs else math.fsum)(p.get(name, 0) for p in parts)
+        for name in names
+    }
+    for name, summed in table.derived_costs.items():
+        totals[name] = math.fsum(totals[part] for part in summed)
+    return totals

@@ -18,7 +18,8 @@ UNITS = {
     },
     "params": {"": 1, "k": 1e3, "m": 1e6, "b": 1e9},
 }
-_AMOUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+_AMOUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z/]*)\s*", re.IGNORECASE)
+RATES = {"tok/s": 1000.0}  # a latency as its inverse: 30tok/s is at most 1000/30 ms a token
 
 
 def parse_budget(cost: str, text: str) -> Budget:
@@ -36,10 +37,13 @@ def parse_budget(cost: str, text: str) -> Budget:
         raise ValueError(
             f"{text!r}: a latency above 1 needs a unit ({_units(cost)}); 0.5 means half the teacher's"
         )
+    if cost == "latency_ms" and unit in RATES:
+        return Budget(cost=cost, max=RATES[unit] / value)
     if unit not in UNITS[cost]:
         raise ValueError(f"{text!r}: unknown unit {unit!r} for {cost} ({_units(cost)})")
     return Budget(cost=cost, max=value * UNITS[cost][unit])
 
 
 def _units(cost: str) -> str:
-    return ", ".join(u or "no unit" for u in UNITS[cost])
+    rates = list(RATES) if cost == "latency_ms" else []
+    return ", ".join([u or "no unit" for u in UNITS[cost]] + rates)

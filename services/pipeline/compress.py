@@ -9,12 +9,11 @@ models on the device against the LUT's prediction -> report.
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import get_args
 
 from services.pipeline import methods
-from services.pipeline.budgets import parse_budget
 from services.pipeline.configs import CONFIGS, load_config
 from services.pipeline.progress import Reporter
 from services.pipeline.record import RunInputs, RunRecord, digest
@@ -33,6 +32,7 @@ from services.pipeline.stages import (
     trainer_job,
     validate,
 )
+from services.pipeline.targets import Target, targets_and_budgets
 from shared import decilm
 from shared.clients.base import ServiceError
 from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
@@ -48,6 +48,7 @@ from shared.schemas.trainer import (
     ExportTarget,
     FinetunedModel,
 )
+from shared.search_input import architecture_costs, merged
 from shared.settings import Settings, get_settings
 
 
@@ -65,9 +66,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", type=Path, required=True, help="the teacher: a Hugging Face Llama directory"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: what the profiler measures")
-    parser.add_argument("--latency", help="latency budget: a fraction of the teacher's (0.5) or 30ms")
-    parser.add_argument("--memory", help="memory budget (weights + KV cache + peak activations): 0.6 or 2GiB")
+    parser.add_argument(
+        "--latency",
+        help="latency budget of a prefill of the config's length: the teacher's fraction (0.5) or 30ms",
+    )
+    parser.add_argument(
+        "--memory",
+        help="memory budget (weights + KV cache + peak activations; at --context and --batch when given): "
+        "0.6 or 2GiB",
+    )
     parser.add_argument("--params", help="parameter budget: 0.6 or 60M")
+    parser.add_argument(
+        "--ttft", help="time to first token: a prefill of --context tokens at --batch (0.5, 40ms)"
+    )
+    parser.add_argument(
+        "--decode-latency",
+        help="latency of one decode step after --context cached tokens at --batch: 0.5, 20ms or 50tok/s",
+    )
+    parser.add_argument("--context", type=int, help="the tokens --ttft, --decode-latency and --memory are at")
+    parser.add_argument("--batch", type=int, default=1, help="the sequences served at once (default 1)")
     parser.add_argument(
         "--k", type=int, help="architectures the search returns for ranking (default: the config's)"
     )
@@ -94,22 +111,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
-    budgets = [
-        parse_budget(cost, text)
-        for cost, text in (
-            ("latency_ms", args.latency),
-            ("memory_bytes", args.memory),
-            ("params", args.params),
-        )
-        if text is not None
-    ]
-    if not budgets:
-        print("unast compress: give at least one budget (--latency, --memory or --params)", file=sys.stderr)
-        return 2
     try:
         config = load_config(args.config)
     except (ValueError, TypeError) as exc:
         print(f"unast compress: --config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        targets, budgets = targets_and_budgets(
+            length=config.length,
+            latency=args.latency,
+            memory=args.memory,
+            params=args.params,
+            ttft=args.ttft,
+            decode_latency=args.decode_latency,
+            context=args.context,
+            batch=args.batch,
+        )
+    except ValueError as exc:
+        print(f"unast compress: {exc}", file=sys.stderr)
         return 2
     if args.k is not None:
         config = type(config)(**{**config.as_dict(), "k": args.k})
@@ -118,6 +137,16 @@ def main(args: argparse.Namespace) -> int:
         shape, dtype = read_teacher(teacher, args.dtype)
     except ValueError as exc:  # before anything starts: the stack, a job, a LUT
         print(f"unast compress: --model {args.model}: {exc}", file=sys.stderr)
+        return 2
+    if args.context is not None and not 0 < args.context < shape.max_position_embeddings:
+        limit = shape.max_position_embeddings
+        print(
+            f"unast compress: --context: {args.context} is not within the model's {limit} positions",
+            file=sys.stderr,
+        )
+        return 2
+    if args.batch < 1:
+        print("unast compress: --batch: at least 1", file=sys.stderr)
         return 2
     format = args.format
     if format == "nemotron-nas" and (why := decilm.family_problem(shape)) is not None:
@@ -133,6 +162,7 @@ def main(args: argparse.Namespace) -> int:
         config=config.as_dict(),
         dtype=dtype,
         format=format,
+        targets=[asdict(t) for t in targets],
     )
     record.save()
     with Reporter() as reporter:
@@ -156,6 +186,7 @@ def main(args: argparse.Namespace) -> int:
                     device_kind=args.device,
                     out=args.out,
                     format=format,
+                    targets=targets,
                 )
                 install_stop_handlers(run)
                 report = pipeline(run)
@@ -195,8 +226,10 @@ def read_teacher(directory: Path, dtype: str | None) -> tuple[ModelShape, Dtype]
 
 def pipeline(run: Run) -> Path:
     profiler = run.services.profiler
-    lut = profile(run)
-    costs = profiler.export(lut.id)
+    targets = run.targets or [Target("", "prefill", 1, run.config.length)]
+    luts = {target.name: profile(run, target) for target in targets}
+    lut = luts[""]  # the run's own: the report's latency, the measurements, the export's target
+    costs = merged({name: profiler.export(each.id) for name, each in luts.items()})  # every regime's costs
     feasible(run, costs)  # before any training: can the budgets be met at all?
     distill_job, _ = distill(run)
     scores = score(run, distill_job)
@@ -211,7 +244,7 @@ def pipeline(run: Run) -> Path:
     if run.config.baselines:
         made.append(methods.unast(run, distill_job, scores, costs, depth_only=True))
         made.append(methods.depth(run, distill_job, scores, costs))
-        uniform = methods.uniform(run, distill_job, scores, lut, teacher_estimate)
+        uniform = methods.uniform(run, distill_job, scores, costs)
         if uniform is not None:
             made.append(uniform)
     unast = made[0]
@@ -222,6 +255,22 @@ def pipeline(run: Run) -> Path:
     distinct = list({a.model_dump_json(): a for a in architectures}.values())
     measured = validate(run, "measure", lut, ValidationRequest(architectures=distinct, seed=2))
     measured_ms = {v.architecture.model_dump_json(): v.measured.p10_ms for v in measured.architectures}
+    others = {}  # per other target: each architecture's (predicted, measured) latency in that regime
+    for name, other in luts.items():
+        if name:
+            timed = validate(run, f"measure-{name}", other, ValidationRequest(architectures=distinct, seed=2))
+            p10 = {v.architecture.model_dump_json(): v.measured.p10_ms for v in timed.architectures}
+            others[name] = {
+                a.model_dump_json(): (
+                    architecture_costs(costs, a)[f"{name}.latency_ms"],
+                    p10.get(a.model_dump_json()),
+                )
+                for a in distinct
+            }
+
+    def in_targets(architecture: Architecture) -> dict[str, tuple[float, float | None]]:
+        return {name: timed[architecture.model_dump_json()] for name, timed in others.items()}
+
     rows = [
         Row(
             "teacher",
@@ -230,6 +279,7 @@ def pipeline(run: Run) -> Path:
             measured_ms.get(teacher_arch.model_dump_json()),
             teacher_eval.perplexity,
             teacher_eval.perplexity,
+            targets=in_targets(teacher_arch),
         )
     ]
     for m in made:
@@ -242,6 +292,7 @@ def pipeline(run: Run) -> Path:
                 m.finetuned.curve[0].perplexity,
                 m.finetuned.perplexity,
                 m.finetuned.curve,
+                targets=in_targets(m.architecture),
             )
         )
     searched = methods.search_for(run, scores, costs, k=1, depth_only=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from services.pipeline.record import digest
 from services.pipeline.stages import PipelineError, Run, search, trainer_job
 from shared.decilm import Format
-from shared.schemas.lut import CostTable, Estimate, EstimateRequest, Lut
+from shared.schemas.lut import CostTable
 from shared.schemas.operators import (
     Architecture,
     is_teacher,
@@ -38,7 +38,7 @@ from shared.schemas.trainer import (
     RankWinner,
     StudentModel,
 )
-from shared.search_input import search_request
+from shared.search_input import architecture_costs, search_request
 
 METHODS = ("unast", "unast-depth", "depth", "uniform")
 SERVABLE_ROW = "unast (nemotron-nas)"
@@ -170,13 +170,15 @@ def size_fraction(operator, shape) -> float | None:
     return None
 
 
-def uniform(
-    run: Run, distill_job: str, scores: ScoreTable, lut: Lut, teacher_costs: Estimate
-) -> Method | None:
+def uniform(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> Method | None:
     """Every block the same: an attention and an MLP shrunk by the same fraction of the teacher's size
-    (within 0.05), the largest fraction that meets the budgets. None when no such pair meets them."""
+    (within 0.05), the largest fraction that meets the budgets (every regime's, by the cost table: the
+    profiler's estimate, summed). None when no such pair meets them."""
     stage = "uniform-choice"
-    run.record.start(stage, digest(stage, lut.id, scores.model_dump(), [b.model_dump() for b in run.budgets]))
+    teacher_costs = architecture_costs(costs, Architecture.teacher(run.shape))
+    run.record.start(
+        stage, digest(stage, costs.model_dump(), scores.model_dump(), [b.model_dump() for b in run.budgets])
+    )
     shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
     pool = {slot: {spec_name(op) for op in ops} for slot, ops in run.pools[run.format].items()}
     for slot in scores.slots:
@@ -193,10 +195,8 @@ def uniform(
             for layer in range(run.shape.num_layers):
                 choices[slot_id(layer, "attention")], choices[slot_id(layer, "mlp")] = attention, mlp
             architecture = Architecture(choices=choices)
-            estimate = run.services.profiler.estimate(
-                lut.device_id, EstimateRequest(lut_id=lut.id, architecture=architecture)
-            )
-            rank = (min(fa, fm), estimate.latency_ms)
+            estimate = architecture_costs(costs, architecture)
+            rank = (min(fa, fm), estimate["latency_ms"])
             if _within(run, estimate, teacher_costs) and (best is None or rank > best[0]):
                 best = (rank, architecture)
     if best is None:
@@ -206,10 +206,10 @@ def uniform(
     return finetune(run, Method(name="uniform", architecture=best[1]), distill_job)
 
 
-def _within(run: Run, estimate: Estimate, teacher: Estimate) -> bool:
+def _within(run: Run, estimate: dict[str, float], teacher: dict[str, float]) -> bool:
     for budget in run.budgets:
-        limit = budget.max if budget.max is not None else budget.fraction * getattr(teacher, budget.cost)
-        if getattr(estimate, budget.cost) > limit * (1 + 1e-9):
+        limit = budget.max if budget.max is not None else budget.fraction * teacher[budget.cost]
+        if estimate[budget.cost] > limit * (1 + 1e-9):
             return False
     return True
 

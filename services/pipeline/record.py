@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.files import atomic_path
 from shared.schemas.operators import Architecture
@@ -40,6 +40,7 @@ class RunInputs(BaseModel):
     config: dict[str, Any]
     dtype: str = "float32"
     format: str = "unast"
+    targets: list[dict[str, Any]] = Field(default_factory=list)  # services/pipeline/targets.py: Target
 
 
 class StageRecord(BaseModel):

@@ -34,6 +34,8 @@ class Row:
     ppl_before: float
     ppl_after: float
     curve: list[CurvePoint] = field(default_factory=list)
+    # per target other than the run's own LUT (ttft, decode): (LUT latency ms, measured ms)
+    targets: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,7 +277,15 @@ def table_row(row: Row, teacher: Row, shape: ModelShape) -> str:
         f"{teacher.estimate.latency_ms / row.estimate.latency_ms:.2f}x",
         measured_speed,
     ]
+    for predicted, measured in row.targets.values():  # the other regimes' latencies, in name order
+        cells += [f"{predicted:.3f}", f"{measured:.3f}" if measured is not None else "-"]
     return "| " + " | ".join(cells) + " |"
+
+
+def columns(report: "Report") -> list[str]:
+    """The table's columns: the run's own LUT's, then each other target's LUT and measured latency."""
+    others = [(f"{name} LUT ms", f"{name} measured ms") for name in report.rows[0].targets]
+    return [*COLUMNS, *(c for pair in others for c in pair)]
 
 
 def markdown(report: Report, figures: list[str]) -> str:
@@ -295,8 +305,8 @@ def markdown(report: Report, figures: list[str]) -> str:
         f"same {report.config['finetune_steps']} steps on the same data. Latency: LUT-predicted for the "
         "whole model, and measured whole on the device (the profiler, p10 of its runs).",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + " --- |" * len(COLUMNS),
+        "| " + " | ".join(columns(report)) + " |",
+        "|" + " --- |" * len(columns(report)),
         *(table_row(row, teacher, shape) for row in report.rows),
         "",
         *[f"- {note}" for note in report.notes],

@@ -10,7 +10,7 @@ dtype) before one is built.
 import contextlib
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from services.pipeline.configs import Config
 from services.pipeline.progress import Reporter, StageProgress
 from services.pipeline.record import RunRecord, digest
 from services.pipeline.stack import Services
+from services.pipeline.targets import Target
 from shared import decilm
 from shared.candidates import merged, slot_pools
 from shared.clients.base import ServiceError
@@ -65,6 +66,7 @@ class Run:
     out: Path
     dtype: Dtype = "float32"  # the LUT's: the teacher's own unless --dtype says otherwise
     format: decilm.Format = "unast"  # --format: nemotron-nas keeps every method to the servable pool
+    targets: list[Target] = field(default_factory=list)  # the LUTs the budgets need, the run's own first
     stopping: bool = False
 
     @cached_property
@@ -186,29 +188,31 @@ def device(run: Run) -> ThisDevice:
     return this
 
 
-def profile(run: Run) -> Lut:
-    """The device's LUT for the teacher's shape: an existing one of the same key, or a new build;
-    then a validation of random architectures (how well it predicts whole models)."""
+def profile(run: Run, target: Target) -> Lut:
+    """The device's LUT for the teacher's shape in the target's regime, batch and length: an existing
+    one of the same key, or a new build; for the run's own LUT, then a validation of random
+    architectures (how well it predicts whole models). Recorded as `profile` (`profile-<target>`)."""
+    stage = f"profile-{target.name}" if target.name else "profile"
     this = device(run)
     request = BuildRequest(
         shape=str(run.teacher),
-        regime="prefill",
-        batch=1,
-        length=run.config.length,
+        regime=target.regime,
+        batch=target.batch,
+        length=target.length,
         dtype=run.dtype,
         time_cap_s=run.config.lut_time_cap_s,
     )
     key = request.model_dump(mode="json", include=set(LutKey.model_fields))  # the LUT's key, as named
-    stage_key = digest("profile", key, this.key, run.config.lut_time_cap_s)
+    stage_key = digest(stage, key, this.key, run.config.lut_time_cap_s)
     profiler = run.services.profiler
-    if (done := run.record.reusable("profile", stage_key)) is not None:
+    if (done := run.record.reusable(stage, stage_key)) is not None:
         return profiler.lut(done.lut_id)
-    run.record.start("profile", stage_key)
+    run.record.start(stage, stage_key)
     found = (
         [
             s
-            for s in profiler.luts(device_id=this.id, shape=str(run.teacher), length=run.config.length)
-            if s.regime == "prefill" and s.batch == 1 and s.dtype == run.dtype
+            for s in profiler.luts(device_id=this.id, shape=str(run.teacher), length=target.length)
+            if (s.regime, s.batch, s.dtype) == (target.regime, target.batch, run.dtype)
         ]
         if this.id is not None
         else []
@@ -216,24 +220,26 @@ def profile(run: Run) -> Lut:
     if found:
         lut = profiler.lut(found[0].id)
         run.reporter.line(
-            f"[profile] reusing LUT {lut.id} of {this.name}, measured {lut.measured_at:%Y-%m-%d %H:%M}"
+            f"[{stage}] reusing LUT {lut.id} of {this.name}, measured {lut.measured_at:%Y-%m-%d %H:%M}"
         )
     else:
-        job_id = run.record.stage("profile").job_id
+        job_id = run.record.stage(stage).job_id
         if job_id is None or spent(profiler.job(job_id)):
             job_id = profiler.build_lut(request).id
-            run.record.update("profile", job_id=job_id)
-        wait_profiler(run, "profile", job_id)
+            run.record.update(stage, job_id=job_id)
+        wait_profiler(run, stage, job_id)
         lut = profiler.lut(profiler.build_result(job_id).lut_id)
-    check = validate(run, "lut-check", lut, ValidationRequest(count=run.config.validation_count, seed=1))
+    check = None
+    if not target.name:
+        check = validate(run, "lut-check", lut, ValidationRequest(count=run.config.validation_count, seed=1))
     run.record.finish(
-        "profile",
+        stage,
         lut_id=lut.id,
         device_id=lut.device_id,
         device=this.name,
         drift=lut.drift,
         stable=lut.stable,
-        validation_id=check.id,
+        validation_id=check.id if check else None,
         dtype_note=slow_dtype(this, run.dtype),
     )
     return lut

@@ -17,6 +17,7 @@ from shared.schemas.operators import (
     spec_name,
     teacher_operator,
 )
+from shared.search_input import architecture_costs, merged
 
 KEY = LutKey(shape="tiny", regime="decode", batch=2, length=100)
 SHAPE = KEY.shape
@@ -139,3 +140,31 @@ def test_a_sliding_window_caps_the_kv_cache_in_estimates_and_exports(lut):
     assert capped.kv_cache_bytes == plain.kv_bytes_per_token * 2 * 32
     attention = cost_table(windowed).slots[0].candidates[0].costs
     assert attention["kv_cache_bytes"] == attention["kv_bytes_per_token"] * 2 * 32
+
+
+def test_a_cost_tables_arithmetic_is_the_estimate_and_merged_tables_keep_each_regime(lut):
+    arch = Architecture.teacher(SHAPE).replace("block0.mlp", IdentityOp())
+    arch = arch.replace("block1.attn", AttentionOp(num_heads=2, num_kv_heads=1, head_dim=8))
+    est, table = estimate(lut, arch), cost_table(lut)
+    costs = architecture_costs(table, arch)
+    for name in (
+        "latency_ms",
+        "params",
+        "weight_bytes",
+        "kv_cache_bytes",
+        "activation_bytes",
+        "memory_bytes",
+    ):
+        assert costs[name] == pytest.approx(getattr(est, name), rel=1e-12), name
+    # a second regime (a prefill LUT of the same shape) under its own names, in one table
+    prefill = lut.model_copy(update={"regime": "prefill", "length": 16, "id": 8})
+    both = merged({"": table, "ttft": cost_table(prefill)})
+    joined = architecture_costs(both, arch)
+    assert joined["latency_ms"] == costs["latency_ms"] and joined["memory_bytes"] == costs["memory_bytes"]
+    assert joined["ttft.kv_cache_bytes"] == estimate(prefill, arch).kv_cache_bytes != costs["kv_cache_bytes"]
+    assert joined["ttft.memory_bytes"] == pytest.approx(estimate(prefill, arch).memory_bytes)
+    assert "ttft.activation_bytes" in both.peak_costs and both.derived_costs["ttft.memory_bytes"] == [
+        "ttft.weight_bytes",
+        "ttft.kv_cache_bytes",
+        "ttft.activation_bytes",
+    ]

@@ -10,8 +10,11 @@ from fastapi.testclient import TestClient
 from services.trainer.learning import data
 from services.trainer.main import MIGRATIONS, VERSION_TABLE, create_app
 from shared.clients.trainer import TrainerClient
+from shared.costs import weight_bytes
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.model import Decoder
+from shared.schemas.scores import ScoreTable
+from shared.schemas.search import Budget, Candidate, SearchRequest, Slot
 from shared.schemas.shape import ModelShape
 from shared.settings import Settings
 
@@ -96,3 +99,23 @@ def make_teacher(settings: Settings, trained: Path):
     inputs = settings.input_roots[0]
     shutil.copytree(trained, inputs, dirs_exist_ok=True)
     return inputs / "teacher"
+
+
+def params_search(table: ScoreTable, shape: ModelShape, k: int) -> SearchRequest:
+    """The search request of a score table under a 60% parameter budget (costs: weight bytes at 1 byte)."""
+    slots = [
+        Slot(
+            id=slot.id,
+            candidates=[
+                Candidate(
+                    id=c.id,
+                    score=max(0.0, c.score),
+                    reference=c.reference,
+                    costs={"params": weight_bytes(c.operator, shape, 1)},
+                )
+                for c in slot.candidates
+            ],
+        )
+        for slot in table.slots
+    ]
+    return SearchRequest(slots=slots, budgets=[Budget(cost="params", fraction=0.6)], k=k, max_overlap=0.7)

@@ -17,11 +17,9 @@ from services.trainer.worker import trainer_worker
 from shared.candidates import slot_pools
 from shared.clients.base import ServiceError
 from shared.clients.trainer import TrainerClient
-from shared.costs import weight_bytes
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, IdentityOp
 from shared.schemas.scores import ScoreTable
-from shared.schemas.search import Budget, Candidate, SearchRequest, Slot
 from shared.schemas.trainer import (
     DirectoryModel,
     DistillResult,
@@ -39,7 +37,7 @@ from shared.schemas.trainer import (
 )
 from shared.settings import Settings
 from tests.hf_families import TEACHERS, hf_config, teacher_checkpoint
-from tests.services.trainer.conftest import TEST_TEACHER, fast
+from tests.services.trainer.conftest import TEST_TEACHER, fast, params_search
 
 pytest.importorskip("transformers")
 QUICK = {"batch_size": 2, "seq_len": 24, "eval_batches": 2}
@@ -105,26 +103,7 @@ def test_each_family_compresses_end_to_end_and_its_export_reloads(trainer_on, na
     score = trainer.submit(ScoreSpec(distill_job=distill.id, dataset=dataset, **QUICK))
     run_next(settings)
     table = succeeded(trainer, score, ScoreTable)
-    request = SearchRequest(
-        slots=[
-            Slot(
-                id=slot.id,
-                candidates=[
-                    Candidate(
-                        id=c.id,
-                        score=max(0.0, c.score),
-                        reference=c.reference,
-                        costs={"params": weight_bytes(c.operator, shape, 1)},
-                    )
-                    for c in slot.candidates
-                ],
-            )
-            for slot in table.slots
-        ],
-        budgets=[Budget(cost="params", fraction=0.6)],
-        k=2,
-        max_overlap=0.7,
-    )
+    request = params_search(table, shape, k=2)
     solutions = search(request, Settings()).solutions
     assert len(solutions) == 2
     rank = trainer.submit(

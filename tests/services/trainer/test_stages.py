@@ -33,12 +33,10 @@ from services.trainer.paths import job_dir
 from services.trainer.worker import trainer_worker
 from shared.clients.base import ServiceError
 from shared.clients.trainer import TrainerClient
-from shared.costs import weight_bytes
 from shared.model import Decoder
 from shared.schemas.jobs import Job
 from shared.schemas.operators import Architecture
 from shared.schemas.scores import ScoreTable
-from shared.schemas.search import Budget, Candidate, SearchRequest, Slot
 from shared.schemas.trainer import (
     RESULTS,
     DirectoryModel,
@@ -59,7 +57,7 @@ from shared.schemas.trainer import (
     StudentModel,
 )
 from shared.settings import Settings
-from tests.services.trainer.conftest import fast, make_teacher
+from tests.services.trainer.conftest import fast, make_teacher, params_search
 from tests.services.trainer.test_distill_job import distill_spec
 
 ROOT = Path(__file__).parents[3]
@@ -104,24 +102,7 @@ def stage(tmp_path_factory, trained_teacher):
         table = succeeded(trainer, score, ScoreTable)
         assert [s.id for s in table.slots] == list(distilled.operators)
         shape = Decoder.from_pretrained(teacher_dir).shape
-        slots = [
-            Slot(
-                id=slot.id,
-                candidates=[
-                    Candidate(
-                        id=c.id,
-                        score=max(0.0, c.score),
-                        reference=c.reference,
-                        costs={"params": weight_bytes(c.operator, shape, 1)},
-                    )
-                    for c in slot.candidates
-                ],
-            )
-            for slot in table.slots
-        ]
-        request = SearchRequest(
-            slots=slots, budgets=[Budget(cost="params", fraction=0.6)], k=4, max_overlap=0.7
-        )
+        request = params_search(table, shape, k=4)
         solutions = search(request, Settings()).solutions
         assert len(solutions) == 4
         yield {
