@@ -8,6 +8,7 @@ models on the device against the LUT's prediction -> report.
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from services.pipeline.stages import (
     feasible,
     install_stop_handlers,
     profile,
+    profiler_of,
     score,
     trainer_job,
     validate,
@@ -66,25 +68,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", type=Path, required=True, help="the teacher: a Hugging Face Llama directory"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: what the profiler measures")
+    # each budget may be repeated as NAME:VALUE for the profiler --target NAME=URL names
+    budget = {"action": "append", "default": [], "metavar": "[NAME:]VALUE"}
     parser.add_argument(
         "--latency",
-        help="latency budget of a prefill of the config's length: the teacher's fraction (0.5) or 30ms",
+        **budget,
+        help="latency of a prefill of the config's length: a fraction of the teacher's (0.5) or 30ms",
     )
     parser.add_argument(
         "--memory",
-        help="memory budget (weights + KV cache + peak activations; at --context and --batch when given): "
-        "0.6 or 2GiB",
+        **budget,
+        help="memory (weights + KV cache + peak activations; at --context and --batch when given): 0.6, 2GiB",
     )
-    parser.add_argument("--params", help="parameter budget: 0.6 or 60M")
+    parser.add_argument("--params", **budget, help="parameters: 0.6 or 60M")
     parser.add_argument(
-        "--ttft", help="time to first token: a prefill of --context tokens at --batch (0.5, 40ms)"
+        "--ttft", **budget, help="time to first token: a prefill of --context tokens at --batch (0.5, 40ms)"
     )
     parser.add_argument(
         "--decode-latency",
+        **budget,
         help="latency of one decode step after --context cached tokens at --batch: 0.5, 20ms or 50tok/s",
     )
     parser.add_argument("--context", type=int, help="the tokens --ttft, --decode-latency and --memory are at")
     parser.add_argument("--batch", type=int, default=1, help="the sequences served at once (default 1)")
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="another device's profiler (http://host:8001); budgets written NAME:VALUE hold there",
+    )
     parser.add_argument(
         "--k", type=int, help="architectures the search returns for ranking (default: the config's)"
     )
@@ -116,6 +129,10 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"unast compress: --config: {exc}", file=sys.stderr)
         return 2
+    devices = dict(target.partition("=")[::2] for target in args.target)  # name -> profiler URL
+    if bad := [t for t in args.target if not re.fullmatch(r"[A-Za-z][\w-]*=https?://\S+", t)]:
+        print(f"unast compress: --target: {bad[0]!r} is not NAME=http://host:port", file=sys.stderr)
+        return 2
     try:
         targets, budgets = targets_and_budgets(
             length=config.length,
@@ -126,6 +143,7 @@ def main(args: argparse.Namespace) -> int:
             decode_latency=args.decode_latency,
             context=args.context,
             batch=args.batch,
+            devices=devices,
         )
     except ValueError as exc:
         print(f"unast compress: {exc}", file=sys.stderr)
@@ -167,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     record.save()
     with Reporter() as reporter:
         try:
-            with services(settings, args.out / "stack.log") as svc:
+            with services(settings, args.out / "stack.log", devices) as svc:
                 where = (
                     "an embedded stack (its log: stack.log)"
                     if svc.embedded
@@ -225,11 +243,12 @@ def read_teacher(directory: Path, dtype: str | None) -> tuple[ModelShape, Dtype]
 
 
 def pipeline(run: Run) -> Path:
-    profiler = run.services.profiler
-    targets = run.targets or [Target("", "prefill", 1, run.config.length)]
+    targets = run.targets or [Target("", "", "prefill", 1, run.config.length)]
     luts = {target.name: profile(run, target) for target in targets}
+    device_of = {target.name: target.device for target in targets}
     lut = luts[""]  # the run's own: the report's latency, the measurements, the export's target
-    costs = merged({name: profiler.export(each.id) for name, each in luts.items()})  # every regime's costs
+    # every target's costs, from its own device's profiler, in one table
+    costs = merged({name: profiler_of(run, device_of[name]).export(each.id) for name, each in luts.items()})
     feasible(run, costs)  # before any training: can the budgets be met at all?
     distill_job, _ = distill(run)
     scores = score(run, distill_job)
@@ -258,7 +277,8 @@ def pipeline(run: Run) -> Path:
     others = {}  # per other target: each architecture's (predicted, measured) latency in that regime
     for name, other in luts.items():
         if name:
-            timed = validate(run, f"measure-{name}", other, ValidationRequest(architectures=distinct, seed=2))
+            request = ValidationRequest(architectures=distinct, seed=2)
+            timed = validate(run, f"measure-{name}", other, request, device_of[name])
             p10 = {v.architecture.model_dump_json(): v.measured.p10_ms for v in timed.architectures}
             others[name] = {
                 a.model_dump_json(): (

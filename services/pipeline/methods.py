@@ -170,6 +170,9 @@ def size_fraction(operator, shape) -> float | None:
     return None
 
 
+LATENCY = "latency_ms"  # the run's own LUT's latency, as the cost table names it
+
+
 def uniform(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> Method | None:
     """Every block the same: an attention and an MLP shrunk by the same fraction of the teacher's size
     (within 0.05), the largest fraction that meets the budgets (every regime's, by the cost table: the
@@ -196,7 +199,7 @@ def uniform(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) ->
                 choices[slot_id(layer, "attention")], choices[slot_id(layer, "mlp")] = attention, mlp
             architecture = Architecture(choices=choices)
             estimate = architecture_costs(costs, architecture)
-            rank = (min(fa, fm), estimate["latency_ms"])
+            rank = (min(fa, fm), estimate[LATENCY])
             if _within(run, estimate, teacher_costs) and (best is None or rank > best[0]):
                 best = (rank, architecture)
     if best is None:

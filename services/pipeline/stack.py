@@ -1,10 +1,11 @@
 """The services a run drives: the stack that answers at the configured URLs, or, when none does, the
 embedded local stack (the three services and their workers on localhost, on the configured database)
-started for this run and stopped after it."""
+started for this run and stopped after it; and the profilers of other devices a run is budgeted for
+(`--target NAME=URL`), which must answer."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ class Services:
     trainer: TrainerClient
     embedded: bool
     urls: dict[str, str]
+    devices: dict[str, ProfilerClient] = field(default_factory=dict)  # other devices' profilers, by name
 
 
 def _answers(url: str) -> bool:
@@ -39,7 +41,11 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def services(settings: Settings, log_file: Path) -> Iterator[Services]:
+def services(settings: Settings, log_file: Path, devices: dict[str, str] | None = None) -> Iterator[Services]:
+    devices = devices or {}
+    silent = [f"{name} ({url})" for name, url in devices.items() if not _answers(url.rstrip("/"))]
+    if silent:
+        raise StackError(f"no profiler answers for --target {', '.join(silent)}")
     urls = {name: settings.service_url(name) for name in SERVICES}
     answering = {name: _answers(url) for name, url in urls.items()}
     children = []
@@ -55,10 +61,15 @@ def services(settings: Settings, log_file: Path) -> Iterator[Services]:
         raise StackError(f"a stack answers, but not all of it: no answer from {missing}")
     clients = [ProfilerClient, SearchClient, TrainerClient]
     made = [c.from_settings(settings, timeout_s=600.0) for c in clients]
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    others = {
+        name: ProfilerClient(httpx.Client(base_url=url.rstrip("/"), timeout=600.0), token=token)
+        for name, url in devices.items()
+    }
     try:
-        yield Services(*made, embedded=bool(children), urls=urls)
+        yield Services(*made, embedded=bool(children), urls=urls, devices=others)
     finally:
-        for client in made:
+        for client in [*made, *others.values()]:
             client.close()
         if children:
             stack.stop(children)

@@ -25,6 +25,7 @@ from shared import decilm
 from shared.candidates import merged, slot_pools
 from shared.clients.base import ServiceError
 from shared.clients.jobs import JobsClient
+from shared.clients.profiler import ProfilerClient
 from shared.schemas.jobs import Job
 from shared.schemas.lut import (
     BuildRequest,
@@ -163,10 +164,15 @@ def trainer_job(
     return job_id, result
 
 
-def wait_profiler(run: Run, stage: str, job_id: str) -> Job:
-    """Wait for a profiler job (a build or a validation), moving the stage's bar; the succeeded job, or
-    PipelineError."""
-    profiler = run.services.profiler
+def profiler_of(run: Run, device: str = "") -> ProfilerClient:
+    """The profiler of a target's device: the stack's, or one that --target names."""
+    return run.services.devices[device] if device else run.services.profiler
+
+
+def wait_profiler(run: Run, stage: str, job_id: str, device: str = "") -> Job:
+    """Wait for a profiler job (a build or a validation) of a device, moving the stage's bar; the
+    succeeded job, or PipelineError."""
+    profiler = profiler_of(run, device)
     with run.reporter.stage(stage) as bar:
         job = profiler.wait(job_id, following(run, bar, profiler), poll_s=POLL_S)
         if job.state != "succeeded":
@@ -193,7 +199,8 @@ def profile(run: Run, target: Target) -> Lut:
     one of the same key, or a new build; for the run's own LUT, then a validation of random
     architectures (how well it predicts whole models). Recorded as `profile` (`profile-<target>`)."""
     stage = f"profile-{target.name}" if target.name else "profile"
-    this = device(run)
+    profiler = profiler_of(run, target.device)
+    this = profiler.this_device() if target.device else device(run)
     request = BuildRequest(
         shape=str(run.teacher),
         regime=target.regime,
@@ -204,7 +211,6 @@ def profile(run: Run, target: Target) -> Lut:
     )
     key = request.model_dump(mode="json", include=set(LutKey.model_fields))  # the LUT's key, as named
     stage_key = digest(stage, key, this.key, run.config.lut_time_cap_s)
-    profiler = run.services.profiler
     if (done := run.record.reusable(stage, stage_key)) is not None:
         return profiler.lut(done.lut_id)
     run.record.start(stage, stage_key)
@@ -227,7 +233,7 @@ def profile(run: Run, target: Target) -> Lut:
         if job_id is None or spent(profiler.job(job_id)):
             job_id = profiler.build_lut(request).id
             run.record.update(stage, job_id=job_id)
-        wait_profiler(run, stage, job_id)
+        wait_profiler(run, stage, job_id, target.device)
         lut = profiler.lut(profiler.build_result(job_id).lut_id)
     check = None
     if not target.name:
@@ -257,10 +263,11 @@ def slow_dtype(this: ThisDevice, dtype: Dtype) -> str | None:
     )
 
 
-def validate(run: Run, stage: str, lut: Lut, request: ValidationRequest) -> Validation:
-    """A validation of the LUT (random architectures, or given ones), recorded under `stage`."""
+def validate(run: Run, stage: str, lut: Lut, request: ValidationRequest, device: str = "") -> Validation:
+    """A validation of the LUT (random architectures, or given ones) by its device's profiler, recorded
+    under `stage`."""
     key = digest(stage, lut.id, lut.measured_at, request.model_dump(mode="json", exclude_unset=True))
-    profiler = run.services.profiler
+    profiler = profiler_of(run, device)
     if (done := run.record.reusable(stage, key)) is not None:
         return profiler.validation(done.validation_id)
     run.record.start(stage, key)
@@ -269,7 +276,7 @@ def validate(run: Run, stage: str, lut: Lut, request: ValidationRequest) -> Vali
         timed = request.model_copy(update={"time_cap_s": max(5.0, run.config.lut_time_cap_s / 2)})
         job_id = profiler.validate_lut(lut.id, timed).id
         run.record.update(stage, job_id=job_id)
-    wait_profiler(run, stage, job_id)
+    wait_profiler(run, stage, job_id, device)
     done = profiler.validation(profiler.validation_result(job_id).validation_id)
     run.record.finish(
         stage,
