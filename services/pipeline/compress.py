@@ -34,7 +34,7 @@ from services.pipeline.stages import (
     trainer_job,
     validate,
 )
-from services.pipeline.targets import Target, targets_and_budgets
+from services.pipeline.targets import Target, binding, targets_and_budgets
 from shared import decilm
 from shared.clients.base import ServiceError
 from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
@@ -316,13 +316,15 @@ def pipeline(run: Run) -> Path:
             )
         )
     searched = methods.search_for(run, scores, costs, k=1, depth_only=False)
+    teacher_costs = architecture_costs(costs, teacher_arch)
+    plotted = binding(run.budgets, architecture_costs(costs, unast.architecture), teacher_costs)
     sweep = run.services.search.sweep(
         SweepRequest(
             slots=searched.slots,
             fixed=searched.fixed,
             peak_costs=searched.peak_costs,
             derived_costs=searched.derived_costs,
-            cost="latency_ms",
+            cost=plotted,  # the binding latency's Pareto curve
             fractions=[round(0.2 + 0.05 * i, 2) for i in range(17)],
             time_limit_s=60,
             format=searched.format,
@@ -342,6 +344,7 @@ def pipeline(run: Run) -> Path:
         rows=rows,
         unast=unast,
         sweep=sweep.points,
+        plotted=(plotted, teacher_costs[plotted]),
         stages=run.record.data.stages,
         export=export,
         notes=notes(rows),

@@ -51,6 +51,7 @@ class Report:
     rows: list[Row]  # the teacher first
     unast: Method
     sweep: list[SweepPoint]
+    plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
     stages: dict[str, StageRecord]  # the run's record of its stages (run.json)
     export: ExportResult | None
     notes: list[str] = field(default_factory=list)
@@ -125,28 +126,29 @@ def search_figure(report: Report, path: Path) -> str | None:
     searched = report.unast.searched
     if searched is None or not searched.solutions:
         return None
+    cost, teacher_ms = report.plotted
+    teacher_ms = teacher_ms or report.rows[0].estimate.latency_ms
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.scatter(
-        [s.costs["latency_ms"] for s in searched.solutions],
+        [s.costs[cost] for s in searched.solutions],
         [s.objective for s in searched.solutions],
         label=f"the K={len(searched.solutions)} architectures",
     )
     solutions = [p.solution for p in report.sweep if p.solution is not None]
     if solutions:
         ax.plot(
-            [s.costs["latency_ms"] for s in solutions],
+            [s.costs[cost] for s in solutions],
             [s.objective for s in solutions],
             "k.-",
             alpha=0.6,
             label="best at each latency budget (sweep)",
         )
-    teacher_ms = report.rows[0].estimate.latency_ms
     for budget in report.budgets:
-        if budget.cost == "latency_ms":
+        if budget.cost == cost:
             limit = budget.max if budget.max is not None else budget.fraction * teacher_ms
             ax.axvline(limit, color="tab:red", ls="--", label=f"budget {limit:.2f} ms")
     ax.set(
-        xlabel="predicted latency, whole model (ms, LUT)",
+        xlabel=f"predicted {cost}, whole model (ms, LUT): the binding latency",
         ylabel="summed score (loss change)",
         title="Search: score vs predicted latency",
     )

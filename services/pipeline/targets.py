@@ -92,6 +92,17 @@ def targets_and_budgets(
     return targets, budgets
 
 
+def binding(budgets: list[Budget], costs: dict[str, float], teacher: dict[str, float]) -> str:
+    """The latency an architecture comes closest to its budget in (its value over the limit): what the
+    report's figures plot against. latency_ms when no budget is on a latency."""
+    shares = {
+        b.cost: costs[b.cost] / (b.max if b.max is not None else b.fraction * teacher[b.cost])
+        for b in budgets
+        if b.cost.endswith("latency_ms")
+    }
+    return max(shares, key=shares.__getitem__) if shares else "latency_ms"
+
+
 def _regime(kind: str, length: int, context: int | None, batch: int) -> tuple[Regime, int, int]:
     match kind:
         case "":
