@@ -51,12 +51,12 @@ class Report:
     rows: list[Row]  # the teacher first
     unast: Method
     sweep: list[SweepPoint]
-    plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
     stages: dict[str, StageRecord]  # the run's record of its stages (run.json)
     export: ExportResult | None
     notes: list[str] = field(default_factory=list)
     format: str = "unast"  # --format
     form: list[str] = field(default_factory=list)  # serving in the nemotron-nas form (servable.py)
+    plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
 
 
 def write(report: Report) -> Path:

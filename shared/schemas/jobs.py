@@ -39,7 +39,8 @@ Dataset = Annotated[
         min_length=1,
         max_length=4096,
         description="'shakespeare' (the built-in corpus: 38 plays, whole plays held out), or a directory "
-        "inside the input roots holding train.txt and heldout.txt (UTF-8).",
+        "inside the input roots holding train.txt and heldout.txt (UTF-8; documents separated by "
+        "<|endoftext|>, each streamed followed by the end-of-text token).",
     ),
 ]
 LearningRate = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]

@@ -103,7 +103,8 @@ def run(ctx: JobContext) -> DistillResult:
     if rank == 0:
         ctx.log(
             f"distilling {n_candidates} candidates in {len(trainable)} slots on {world} x {device}, "
-            f"from step {start} of {spec.steps}"
+            f"from step {start} of {spec.steps}; data: {len(train)} training and {len(heldout)} held-out "
+            "tokens"
         )
     logged = time.monotonic()
     for step in range(start, spec.steps):
@@ -126,7 +127,14 @@ def run(ctx: JobContext) -> DistillResult:
     every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in specs}
     operators = {slot: {spec_name(op): op for op in ops} for slot, ops in specs.items()}
     if rank != 0:
-        return DistillResult(teacher=spec.teacher, heldout_nmse={}, operators=operators, world_size=world)
+        return DistillResult(
+            teacher=spec.teacher,
+            heldout_nmse={},
+            operators=operators,
+            world_size=world,
+            train_tokens=len(train),
+            heldout_tokens=len(heldout),
+        )
 
     def batches():
         for b, (x, _) in enumerate(
@@ -143,7 +151,14 @@ def run(ctx: JobContext) -> DistillResult:
     ctx.save_artifact(
         CANDIDATES, tensors, {"teacher": spec.teacher, "operators": as_json, "heldout_nmse": nmse}
     )
-    return DistillResult(teacher=spec.teacher, heldout_nmse=nmse, operators=operators, world_size=world)
+    return DistillResult(
+        teacher=spec.teacher,
+        heldout_nmse=nmse,
+        operators=operators,
+        world_size=world,
+        train_tokens=len(train),
+        heldout_tokens=len(heldout),
+    )
 
 
 KIND = JobKind(name="distill", spec=DistillSpec, result=DistillResult, run=run, check=check)

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from shared.dataset_folder import EOS, FILES, documents, token_ids
 from shared.files import atomic_path
 from shared.settings import Settings
 
@@ -35,7 +36,6 @@ HELDOUT_PLAYS = (
     "the-tempest",
 )  # a tragedy, comedy, history, romance
 VOCAB_SIZE = 2048
-EOS = "<|endoftext|>"
 FORMAT = 1  # bump when the extraction or the tokenizer recipe changes: cached corpora are rebuilt
 
 _INLINE_DIRECTION = re.compile(r"_*\\?\[[^\]]*\]_|\*\[[^\]]*\]\*")  # _\[Aside]_, [Within]_, *[Exit.]*
@@ -76,15 +76,14 @@ def shakespeare() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def dataset_texts(dataset: str) -> tuple[list[str], list[str]]:
-    """(training texts, held-out texts) of a job's dataset: 'shakespeare', or a folder holding
-    train.txt and heldout.txt (already checked to lie inside the input roots)."""
+    """(training documents, held-out documents) of a job's dataset: 'shakespeare' (a play each), or a
+    folder holding train.txt and heldout.txt (already checked to lie inside the input roots; documents
+    separated by the end-of-text marker, shared/dataset_folder.py)."""
     if dataset == "shakespeare":
         train, heldout = shakespeare()
         return list(train.values()), list(heldout.values())
-    folder = Path(dataset)
-    return [(folder / "train.txt").read_text(encoding="utf-8")], [
-        (folder / "heldout.txt").read_text(encoding="utf-8")
-    ]
+    train, heldout = (documents((Path(dataset) / name).read_text(encoding="utf-8")) for name in FILES)
+    return train, heldout
 
 
 def job_tokens(dataset: str, teacher: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,13 +126,7 @@ def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> None:
 
 def encode(tokenizer: Tokenizer, texts: Iterable[str]) -> torch.Tensor:
     """One token stream: every text followed by the end-of-text token (int64, for embeddings)."""
-    eos = tokenizer.token_to_id(EOS)
-    ids: list[int] = []
-    for encoding in tokenizer.encode_batch(list(texts)):
-        ids.extend(encoding.ids)
-        if eos is not None:  # a foreign tokenizer may lack ours
-            ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
+    return torch.tensor(token_ids(tokenizer, texts), dtype=torch.long)
 
 
 def unigram_perplexity(train: torch.Tensor, heldout: torch.Tensor, vocab_size: int) -> float:
