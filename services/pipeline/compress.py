@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import get_args
 
-from services.pipeline import methods
+from services.pipeline import data, methods
 from services.pipeline.configs import CONFIGS, load_config
 from services.pipeline.progress import Reporter
 from services.pipeline.record import RunInputs, RunRecord, digest
@@ -119,6 +119,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=get_args(Dtype),
         help="the dtype the device runs the model in, for its LUT (default: the teacher's torch_dtype)",
     )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the text to distil and finetune on: a folder with train.txt (and heldout.txt), a .txt, or a "
+        ".jsonl or .parquet with a text field (default: the built-in Shakespeare corpus)",
+    )
+    parser.add_argument(
+        "--text-field", default="text", help="the field of a .jsonl or .parquet that holds the text"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the run directory (runs/NAME)")
 
 
@@ -170,6 +179,13 @@ def main(args: argparse.Namespace) -> int:
     if format == "nemotron-nas" and (why := decilm.family_problem(shape)) is not None:
         print(f"unast compress: --format nemotron-nas: {why}", file=sys.stderr)
         return 2
+    prepared = None
+    if args.data is not None:  # read, checked and tokenised before anything starts
+        try:
+            prepared = data.prepare(args.data, args.text_field, teacher, settings, data.batch_tokens(config))
+        except data.DataError as exc:
+            print(f"unast compress: --data {args.data}: {exc}", file=sys.stderr)
+            return 2
     if args.device.startswith("cuda"):
         settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
     record = RunRecord(args.out)
@@ -181,6 +197,8 @@ def main(args: argparse.Namespace) -> int:
         dtype=dtype,
         format=format,
         targets=[asdict(t) for t in targets],
+        data=str(prepared.directory) if prepared else data.BUILTIN,
+        data_source=prepared.source if prepared else None,
     )
     record.save()
     with Reporter() as reporter:
@@ -205,6 +223,7 @@ def main(args: argparse.Namespace) -> int:
                     out=args.out,
                     format=format,
                     targets=targets,
+                    data=prepared,
                 )
                 install_stop_handlers(run)
                 report = pipeline(run)
@@ -250,7 +269,7 @@ def pipeline(run: Run) -> Path:
     # every target's costs, from its own device's profiler, in one table
     costs = merged({name: profiler_of(run, device_of[name]).export(each.id) for name, each in luts.items()})
     feasible(run, costs)  # before any training: can the budgets be met at all?
-    distill_job, _ = distill(run)
+    distill_job, distilled = distill(run)
     scores = score(run, distill_job)
 
     teacher_arch = Architecture.teacher(run.shape)
@@ -291,6 +310,12 @@ def pipeline(run: Run) -> Path:
     def in_targets(architecture: Architecture) -> dict[str, tuple[float, float | None]]:
         return {name: timed[architecture.model_dump_json()] for name, timed in others.items()}
 
+    shown = {"latency_ms", "memory_bytes", "params", *(f"{name}.latency_ms" for name in others)}
+    unshown = [b.cost for b in run.budgets if b.cost not in shown]  # e.g. ttft.memory_bytes, gpu.params
+
+    def in_budgets(architecture: Architecture) -> dict[str, float]:
+        return {cost: architecture_costs(costs, architecture)[cost] for cost in unshown}
+
     rows = [
         Row(
             "teacher",
@@ -300,6 +325,7 @@ def pipeline(run: Run) -> Path:
             teacher_eval.perplexity,
             teacher_eval.perplexity,
             targets=in_targets(teacher_arch),
+            budgeted=in_budgets(teacher_arch),
         )
     ]
     for m in made:
@@ -313,6 +339,7 @@ def pipeline(run: Run) -> Path:
                 m.finetuned.perplexity,
                 m.finetuned.curve,
                 targets=in_targets(m.architecture),
+                budgeted=in_budgets(m.architecture),
             )
         )
     searched = methods.search_for(run, scores, costs, k=1, depth_only=False)
@@ -350,6 +377,7 @@ def pipeline(run: Run) -> Path:
         notes=notes(rows),
         format=run.format,
         form=form_lines(run, made, servable_note),
+        data=data.report_lines(run.data, distilled),
     )
     return write(report)
 

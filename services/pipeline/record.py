@@ -41,6 +41,10 @@ class RunInputs(BaseModel):
     dtype: str = "float32"
     format: str = "unast"
     targets: list[dict[str, Any]] = Field(default_factory=list)  # services/pipeline/targets.py: Target
+    # --data: the dataset every trainer job reads ("shakespeare", or the prepared folder named by a digest
+    # of the data, so that other data gives every job another spec and the stages are done again)
+    data: str = "shakespeare"
+    data_source: str | None = None  # --data as given, resolved
 
 
 class StageRecord(BaseModel):

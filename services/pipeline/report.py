@@ -36,6 +36,8 @@ class Row:
     curve: list[CurvePoint] = field(default_factory=list)
     # per target other than the run's own LUT (ttft, decode): (LUT latency ms, measured ms)
     targets: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    # every other budgeted cost (ttft.memory_bytes, a device's params, ...): its value by the LUTs
+    budgeted: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Report:
     format: str = "unast"  # --format
     form: list[str] = field(default_factory=list)  # serving in the nemotron-nas form (servable.py)
     plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
+    data: list[str] = field(default_factory=list)  # the data and its tokens per split (data.py)
 
 
 def write(report: Report) -> Path:
@@ -281,13 +284,18 @@ def table_row(row: Row, teacher: Row, shape: ModelShape) -> str:
     ]
     for predicted, measured in row.targets.values():  # the other regimes' latencies, in name order
         cells += [f"{predicted:.3f}", f"{measured:.3f}" if measured is not None else "-"]
+    for cost, value in row.budgeted.items():
+        cells.append(f"{value / MIB:.2f}" if cost.endswith("bytes") else f"{value:,.0f}")
     return "| " + " | ".join(cells) + " |"
 
 
 def columns(report: "Report") -> list[str]:
     """The table's columns: the run's own LUT's, then each other target's LUT and measured latency."""
     others = [(f"{name} LUT ms", f"{name} measured ms") for name in report.rows[0].targets]
-    return [*COLUMNS, *(c for pair in others for c in pair)]
+    budgeted = [
+        f"{cost} (LUT{', MiB' if cost.endswith('bytes') else ''})" for cost in report.rows[0].budgeted
+    ]
+    return [*COLUMNS, *(c for pair in others for c in pair), *budgeted]
 
 
 def markdown(report: Report, figures: list[str]) -> str:
@@ -301,6 +309,7 @@ def markdown(report: Report, figures: list[str]) -> str:
         f"{lut.dtype}); budgets: {', '.join(budget_text(b) for b in report.budgets)}; "
         f"configuration `{report.config['name']}`; format `{report.format}`.",
         "",
+        *(report.data and [*report.data, ""]),
         "## Results",
         "",
         "Held-out perplexity on the same held-out tokens for every row; every method finetuned for the "

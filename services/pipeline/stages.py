@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from services.pipeline.configs import Config
+from services.pipeline.data import Prepared, with_dataset
 from services.pipeline.progress import Reporter, StageProgress
 from services.pipeline.record import RunRecord, digest
 from services.pipeline.stack import Services
@@ -68,6 +69,7 @@ class Run:
     dtype: Dtype = "float32"  # the LUT's: the teacher's own unless --dtype says otherwise
     format: decilm.Format = "unast"  # --format: nemotron-nas keeps every method to the servable pool
     targets: list[Target] = field(default_factory=list)  # the LUTs the budgets need, the run's own first
+    data: Prepared | None = None  # --data, prepared (data.py); None: the built-in corpus
     stopping: bool = False
 
     @cached_property
@@ -143,6 +145,7 @@ def trainer_job(
     """Submit a job (or find the one an earlier run submitted) and wait for it: (job id, its kind's
     result). The stage is finished with the job's id; a stage already finished with these inputs is
     not entered."""
+    spec = with_dataset(spec, run.data)  # every job of the run reads the run's data
     key = digest(stage, spec)
     if (done := run.record.reusable(stage, key)) is not None:
         return done.job_id, run.services.trainer.result(done.job_id)

@@ -136,7 +136,7 @@ class DistillResult(BaseModel):
     operators: dict[str, dict[str, OperatorSpec]] = Field(description="Slot -> candidate id -> operator.")
     world_size: int = Field(description="Processes that trained (torchrun ranks).")
     train_tokens: int | None = Field(
-        None, description="The dataset's training tokens in the teacher's tokenizer, as the job streamed them."
+        None, description="The dataset's training tokens in the teacher's tokenizer, as the job read them."
     )
     heldout_tokens: int | None = Field(None, description="The dataset's held-out tokens, likewise.")
 
