@@ -80,6 +80,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_run() -> None:
     """Start the stack; SIGTERM or SIGINT (Ctrl-C) stops every process of it."""
     signal.signal(signal.SIGTERM, stack.raise_stopped)
+    # also when started with SIGINT ignored (a shell's background job, nohup): Ctrl-C still stops it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = get_settings()
     try:
         stack.check_ports(settings)
