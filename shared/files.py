@@ -1,6 +1,8 @@
-"""Files that are never half-written: write to a temporary path beside the target, then rename."""
+"""Files that are never half-written (write to a temporary path beside the target, then rename), and
+files that are what they say (a regular file, checked without blocking, before it is read)."""
 
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,3 +22,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_regular(path: Path) -> Path:
+    """The path, if it names a regular file; ValueError otherwise. Opened without blocking (O_NONBLOCK:
+    a FIFO answers at once instead of waiting for a writer forever) and checked on the open file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be opened ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+    finally:
+        os.close(fd)
+    return path

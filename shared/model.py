@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shared import decilm, hf_code
-from shared.files import atomic_path
+from shared.files import atomic_path, check_regular
 from shared.operators import Identity, KVCache, build_operator, init_weights
 from shared.schemas.operators import Architecture, parse_slot_id, slot_id
 from shared.schemas.shape import TEACHER_KEY, ModelShape
@@ -174,7 +174,7 @@ class Decoder(nn.Module):
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32) -> "Decoder":
         """Load a Hugging Face Llama directory (or a UNAST export) from safetensors only."""
         directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
+        config = json.loads(check_regular(directory / "config.json").read_text())
         shape = ModelShape.from_hf_config(config)  # a unast config's teacher, under TEACHER_KEY
         architecture = None
         if ARCHITECTURE_KEY in config:
@@ -244,17 +244,17 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
     """All tensors of a model directory: model.safetensors or shards listed in its index."""
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = sorted(set(json.loads(check_regular(index).read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state |= load_file(directory / Path(shard).name)
+            state |= load_file(check_regular(directory / Path(shard).name))
         return state
     single = directory / "model.safetensors"
     if not single.exists():
         raise FileNotFoundError(
             f"{directory}: no model.safetensors (only safetensors checkpoints are loaded)"
         )
-    return load_file(single)
+    return load_file(check_regular(single))
 
 
 # Our module names <-> Hugging Face Llama names. A slot's RMSNorm lives in its operator here and

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from services.trainer.models import QUEUE, Job
 from services.trainer.named_teacher import check_named_teacher
 from shared.errors import invalid
+from shared.files import check_regular
 from shared.paths import confine, input_roots
 from shared.schemas.operators import Architecture, is_teacher, spec_name
 from shared.schemas.shape import ModelShape
@@ -28,6 +29,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def inside_roots(field: str, path: str | Path, settings: Settings) -> Path:
     try:
         return confine(path, input_roots(settings))
+    except ValueError as exc:
+        raise invalid(field, str(exc)) from None
+
+
+def regular(field: str, file: Path) -> Path:
+    try:
+        return check_regular(file)
     except ValueError as exc:
         raise invalid(field, str(exc)) from None
 
@@ -48,6 +56,7 @@ def model_dir(field: str, path: str, settings: Settings, *, tokenizer: bool = Tr
     for file in opened:
         if file.exists():
             inside_roots(field, file, settings)  # a file that links out of the roots is refused
+            regular(field, file)  # a FIFO would block the worker that opens it, for good
     check_named_teacher(field, directory, settings)
     return directory
 

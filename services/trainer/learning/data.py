@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from shared.dataset_folder import EOS, FILES, documents, token_ids
-from shared.files import atomic_path
+from shared.files import atomic_path, check_regular
 from shared.settings import Settings
 
 HELDOUT_PLAYS = (
@@ -82,13 +82,14 @@ def dataset_texts(dataset: str) -> tuple[list[str], list[str]]:
     if dataset == "shakespeare":
         train, heldout = shakespeare()
         return list(train.values()), list(heldout.values())
-    train, heldout = (documents((Path(dataset) / name).read_text(encoding="utf-8")) for name in FILES)
+    files = (check_regular(Path(dataset) / name) for name in FILES)
+    train, heldout = (documents(file.read_text(encoding="utf-8")) for file in files)
     return train, heldout
 
 
 def job_tokens(dataset: str, teacher: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """A job's (training, held-out) token streams: its dataset in the teacher's own tokenizer."""
-    tokenizer = Tokenizer.from_file(str(teacher / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(check_regular(teacher / "tokenizer.json")))
     train, heldout = dataset_texts(dataset)
     return encode(tokenizer, train), encode(tokenizer, heldout)
 

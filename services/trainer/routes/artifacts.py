@@ -40,6 +40,10 @@ def get_file(
         file = confine(FilePath(job.artifact_dir) / path, [FilePath(job.artifact_dir)])
     except ValueError as exc:
         raise ApiError(422, f"path: {exc}", details=[{"field": "path", "message": str(exc)}]) from None
-    if not file.is_file():
+    try:
+        regular = file.is_file()  # a FIFO or a device is no file to hand out
+    except OSError:  # a name too long for the file system, and the like: nothing by that name
+        regular = False
+    if not regular:
         raise not_found("file", path)
     return FileResponse(file, filename=file.name)

@@ -155,3 +155,51 @@ def test_an_export_naming_a_teacher_outside_the_roots_is_refused(
     r = sqlite_trainer.http.post("/v1/jobs", json=body)
     assert r.status_code == 422, r.text
     assert field_of(r) == "body.model.path" and "outside" in r.json()["error"]["message"]
+
+
+# -- FIFOs: no open may block a worker --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("model.safetensors", "is not a regular file"),
+        ("config.json", "has no config.json"),
+        ("tokenizer.json", "has no tokenizer.json"),
+    ],
+)
+def test_a_fifo_in_a_teacher_folder_is_refused_at_submission(sqlite_trainer, sqlite_teacher_dir, name, why):
+    """A FIFO beside a valid config and tokenizer: opening it would wait for a writer forever, and the
+    worker's heartbeat with it. Refused before the job exists (the request itself must not block)."""
+    (sqlite_teacher_dir / name).unlink()
+    os.mkfifo(sqlite_teacher_dir / name)
+    evaluate = {"kind": "evaluate", "model": {"source": "directory", "path": str(sqlite_teacher_dir)}}
+    for body, field in ((distill_body(sqlite_teacher_dir), "body.teacher"), (evaluate, "body.model.path")):
+        r = sqlite_trainer.http.post("/v1/jobs", json=body)
+        assert r.status_code == 422, r.text
+        assert field_of(r) == field and why in r.json()["error"]["message"], r.text
+    assert sqlite_trainer.jobs().total == 0
+
+
+def test_a_fifo_swapped_in_after_submission_fails_the_load_instead_of_blocking(sqlite_teacher_dir, tmp_path):
+    """At open: the loader checks the file it opens (without blocking), so a FIFO put in place after the
+    job was accepted fails the job with a clear error; a thread guards against a hang."""
+    import threading
+
+    from shared.model import Decoder
+
+    (sqlite_teacher_dir / "model.safetensors").unlink()
+    os.mkfifo(sqlite_teacher_dir / "model.safetensors")
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            Decoder.from_pretrained(sqlite_teacher_dir)
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(60)  # only against a hang
+    assert outcome and isinstance(outcome[0], ValueError) and "not a regular file" in str(outcome[0])

@@ -179,6 +179,9 @@ def test_k_architectures_are_ranked_finetuned_exported_and_generate(stage, tmp_p
     trainer.download(export.id, "export/config.json", tmp_path / "fetched" / "config.json")
     assert json.loads((tmp_path / "fetched" / "config.json").read_text()) == config
     assert trainer.http.get(f"/v1/jobs/{export.id}/files/../../unast.db").status_code in (404, 422)
+    os.mkfifo(directory / "pipe")  # not a file to hand out; and names too long for the file system
+    for path in ("export/pipe", "x" * 256, "export/" + "y" * 300):
+        assert trainer.http.get(f"/v1/jobs/{export.id}/files/{path}").status_code == 404, path[:20]
     with pytest.raises(ServiceError) as err:
         trainer.download(export.id, "export/nothing.bin", tmp_path / "fetched" / "nothing.bin")
     assert err.value.status == 404 and not (tmp_path / "fetched" / "nothing.bin").exists()
