@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, description="When set, mutating endpoints require `Authorization: Bearer <token>`."
     )
+    client_retry_s: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="How long a client keeps retrying what a service asks it to (503, 429 with "
+        "Retry-After) and a service it cannot reach, with back-off, before it gives up.",
+    )
     host: str = Field("127.0.0.1", description="Interface the services listen on.")
     profiler_port: int = Field(8001, ge=1, le=65535, description="Port of the profiler service.")
     search_port: int = Field(8002, ge=1, le=65535, description="Port of the search service.")

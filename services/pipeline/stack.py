@@ -63,7 +63,11 @@ def services(settings: Settings, log_file: Path, devices: dict[str, str] | None 
     made = [c.from_settings(settings, timeout_s=600.0) for c in clients]
     token = settings.api_token.get_secret_value() if settings.api_token else None
     others = {
-        name: ProfilerClient(httpx.Client(base_url=url.rstrip("/"), timeout=600.0), token=token)
+        name: ProfilerClient(
+            httpx.Client(base_url=url.rstrip("/"), timeout=600.0),
+            token=token,
+            retry_s=settings.client_retry_s,
+        )
         for name, url in devices.items()
     }
     try:

@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 from shared.api import service_app
 from shared.clients.base import ServiceClient, ServiceError
 from shared.clients.jobs import JobsClient
+from shared.clients.search import SearchClient
 from shared.schemas.jobs import FINISHED
 from shared.settings import Settings
 
@@ -85,3 +86,45 @@ def test_wait_stops_when_on_progress_raises_or_time_is_up():
         polled("queued", "running", "succeeded").wait("j1", stop_when_running, poll_s=0)
     with pytest.raises(TimeoutError, match="still running"):
         polled("running").wait("j1", poll_s=0.01, timeout_s=0.05)
+
+
+def counted(answers: list) -> tuple[httpx.Client, list[str]]:
+    """A client whose transport gives these answers in turn (an int: that status; an exception: raised)."""
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        answer = answers[min(len(calls), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        body = {"ok": True} if status < 400 else {"error": {"code": "busy", "message": "later"}}
+        return httpx.Response(status, json=body, headers=headers)
+
+    return httpx.Client(transport=httpx.MockTransport(handle), base_url="http://svc"), calls
+
+
+def test_what_a_service_asks_to_retry_is_retried_within_the_budget():
+    http, calls = counted([(503, "0"), (429, "0"), 200])
+    assert SearchClient(http, retry_s=10).request("GET", "/x") == {"ok": True} and len(calls) == 3
+    http, calls = counted([500, 200])  # an error it did not ask to retry comes back at once
+    with pytest.raises(ServiceError) as err:
+        SearchClient(http, retry_s=10).request("GET", "/x")
+    assert err.value.status == 500 and len(calls) == 1
+    http, calls = counted([(503, "0"), 200])  # retry_s 0 (how tests drive services): no retry
+    with pytest.raises(ServiceError):
+        SearchClient(http).request("GET", "/x")
+    assert len(calls) == 1
+
+
+def test_a_service_that_stays_away_ends_in_one_service_error_after_the_budget():
+    http, calls = counted([httpx.ConnectError("connection refused")])
+    with pytest.raises(ServiceError) as err:
+        SearchClient(http, retry_s=1.0).request("GET", "/x")
+    assert err.value.status == 503 and err.value.code == "unreachable" and "\n" not in str(err.value)
+    assert 2 <= len(calls) <= 3  # tried again after 0.5 s, then the next wait (1 s) would pass the budget
+    http, calls = counted([(503, "30")])  # Retry-After beyond the budget: the 503 comes back
+    with pytest.raises(ServiceError) as err:
+        SearchClient(http, retry_s=1.0).request("GET", "/x")
+    assert err.value.status == 503 and len(calls) == 1
