@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+import httpx
 from pydantic import BaseModel
 
-from shared.clients.base import service_error
+from shared.clients.base import ServiceError, service_error
 from shared.clients.jobs import JobsClient
 from shared.files import atomic_path
 from shared.schemas.jobs import Artifact, Job
@@ -34,13 +35,18 @@ class TrainerClient(JobsClient):
         """One file a job wrote (a path inside its folder, e.g. export/model.onnx), streamed to `target`
         and put in place whole."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            atomic_path(target) as tmp,
-            open(tmp, "wb") as f,
-            self.http.stream("GET", f"/v1/jobs/{job_id}/files/{file}") as response,
-        ):
-            if response.is_error:
-                response.read()
-                raise service_error(response)
-            for chunk in response.iter_bytes():
-                f.write(chunk)
+        try:
+            with (
+                atomic_path(target) as tmp,
+                open(tmp, "wb") as f,
+                self.http.stream("GET", f"/v1/jobs/{job_id}/files/{file}") as response,
+            ):
+                if response.is_error:
+                    response.read()
+                    raise service_error(response)
+                for chunk in response.iter_bytes():
+                    f.write(chunk)
+        except httpx.TransportError as exc:  # the trainer went away mid-file: one error, no half file
+            raise ServiceError(
+                503, "unreachable", f"{self.http.base_url} stopped sending {file} ({exc})"
+            ) from None
