@@ -17,7 +17,7 @@ from typing import get_args
 from services.pipeline import data, methods
 from services.pipeline.configs import CONFIGS, load_config
 from services.pipeline.progress import Reporter
-from services.pipeline.record import RunInputs, RunRecord, digest
+from services.pipeline.record import RunInputs, RunRecord, digest, lock
 from services.pipeline.report import Report, Row, write
 from services.pipeline.servable import form_lines
 from services.pipeline.stack import StackError, services
@@ -188,6 +188,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
     if args.device.startswith("cuda"):
         settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
+    held = lock(args.out)  # released when this process ends
+    if held is None:
+        print(f"unast compress: --out {args.out}: another unast compress is running there", file=sys.stderr)
+        return 2
     record = RunRecord(args.out)
     record.data.inputs = RunInputs(
         model=str(teacher),

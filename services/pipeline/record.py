@@ -6,11 +6,12 @@ for a recorded job that is still queued or running, and redoes the rest. The fil
 atomically after every change, so a crash leaves the last state whole.
 """
 
+import fcntl
 import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +20,7 @@ from shared.schemas.operators import Architecture
 from shared.schemas.search import Budget
 
 RECORD = "run.json"
+LOCK = ".run.lock"  # held by the one unast compress writing the run directory
 
 
 def digest(*parts: Any) -> str:
@@ -87,6 +89,19 @@ class StageRecord(BaseModel):
 class Record(BaseModel):
     inputs: RunInputs | None = None
     stages: dict[str, StageRecord] = {}
+
+
+def lock(directory: Path) -> IO | None:
+    """An exclusive lock on a run directory for as long as the returned file stays open (the process's
+    life); None when another process holds it. Two runs writing one run.json would corrupt it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    held = open(directory / LOCK, "a")  # noqa: SIM115 (open for the process's life)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        return None
+    return held
 
 
 class RunRecord:

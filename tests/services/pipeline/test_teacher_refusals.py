@@ -4,10 +4,12 @@ starts anything (no stack, no job, no LUT); a teacher's dtype becomes its LUT's 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from services.pipeline.compress import read_teacher
+from services.pipeline.record import lock
 from services.pipeline.stages import slow_dtype
 from shared.schemas.lut import ThisDevice
 from tests.hf_families import hf_config, write_checkpoint
@@ -79,3 +81,18 @@ def test_a_device_without_fast_bfloat16_is_named_for_the_report():
     assert note is not None and "no fast bfloat16" in note and "12 GFLOP/s" in note
     assert slow_dtype(device(400.0), "bfloat16") is None
     assert slow_dtype(device(12.0), "float32") is None
+
+
+def test_a_second_compress_on_the_same_out_refuses_in_one_line(tmp_path):
+    """Two runs writing one run.json would corrupt it: the second refuses while the first holds --out."""
+    held = lock(tmp_path / "run")  # as a running `unast compress` holds it
+    assert held is not None and lock(tmp_path / "run") is None
+    teacher = Path(__file__).parents[3] / "models" / "shakespeare-teacher"
+    done = compress("--model", str(teacher), "--latency", "0.5", "--out", str(tmp_path / "run"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"unast compress: --out {tmp_path / 'run'}: another unast compress is running there"
+    ]
+    assert not (tmp_path / "run" / "stack.log").exists() and not (tmp_path / "run" / "run.json").exists()
+    held.close()  # the first run ends: the directory is free again
+    assert lock(tmp_path / "run") is not None
