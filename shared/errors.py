@@ -111,11 +111,17 @@ def _field(loc: Iterable) -> str:
     return ".".join(str(part) for part in loc)
 
 
+MAX_DETAILS = 100  # a body with a million bad values answers with its first problems and their count
+
+
 def invalid_input(errors: list[dict]) -> ApiError:
-    """A 422 from pydantic's errors, each naming its field."""
-    details = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
+    """A 422 from pydantic's errors, each naming its field: the first MAX_DETAILS, and how many in all."""
+    details = [
+        {"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors[:MAX_DETAILS]
+    ]
     fields = ", ".join(d["field"] for d in details[:5])
-    return ApiError(422, f"invalid input: {fields}", details=details)
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return ApiError(422, f"invalid input: {fields}{more}", details=details)
 
 
 async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from shared import guard
 from shared.api import TokenDep, service_app
-from shared.errors import ApiError
+from shared.errors import MAX_DETAILS, ApiError
 from shared.settings import Settings
 
 
@@ -116,3 +116,20 @@ def test_a_new_app_never_inherits_a_dead_apps_route_answers(monkeypatch):
     assert item.status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/items/x").status_code == 404
+
+
+def test_a_body_with_many_bad_values_answers_with_the_first_problems_and_their_count():
+    app = service_app("test", Settings(), description="test app")
+
+    class Many(BaseModel):
+        sizes: list[int] = Field(max_length=100_000)
+
+    @app.post("/many")
+    def many(body: Many) -> int:
+        return len(body.sizes)
+
+    r = TestClient(app).post("/many", json={"sizes": ["x"] * 5000})
+    err = assert_error(r, 422, "invalid_input")
+    assert len(err["details"]) == MAX_DETAILS and err["details"][0]["field"] == "body.sizes.0"
+    assert err["message"].endswith("(and 4995 more)")
+    assert len(r.content) < 50_000  # the answer stays small whatever the body held
