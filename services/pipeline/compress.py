@@ -318,7 +318,8 @@ def pipeline(run: Run) -> Path:
     unshown = [b.cost for b in run.budgets if b.cost not in shown]  # e.g. ttft.memory_bytes, gpu.params
 
     def in_budgets(architecture: Architecture) -> dict[str, float]:
-        return {cost: architecture_costs(costs, architecture)[cost] for cost in unshown}
+        totals = architecture_costs(costs, architecture)  # once, not once per cost
+        return {cost: totals[cost] for cost in unshown}
 
     rows = [
         Row(
