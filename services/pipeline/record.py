@@ -9,6 +9,7 @@ atomically after every change, so a crash leaves the last state whole.
 import fcntl
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -87,6 +88,9 @@ class StageRecord(BaseModel):
 
 
 class Record(BaseModel):
+    # names this run's jobs on a shared stack: two runs with the same inputs submit jobs of their own,
+    # so a stopped run cancels nothing another waits for (a record without one gets one)
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     inputs: RunInputs | None = None
     stages: dict[str, StageRecord] = {}
 

@@ -1,9 +1,10 @@
 """The stages of a run, each driving the services over REST and recording what it did.
 
-Every stage is keyed by its inputs (record.py). Trainer jobs carry that key as their Idempotency-Key
-(with an attempt number: a job that failed or was cancelled is submitted again under a new one), so a
-run started again finds its jobs instead of making new ones; a recorded job that is still queued or
-running is waited for. The profiler's LUT is found by its key (device, shape, regime, batch, length,
+Every stage is keyed by its inputs (record.py). Trainer jobs carry the run's id and that key as their
+Idempotency-Key (with an attempt number: a job that failed or was cancelled is submitted again under a
+new one), so a run started again finds its jobs instead of making new ones, and two runs never share
+one (a stopped run cancels only its own); a recorded job that is still queued or running is waited
+for. The profiler's LUT is found by its key (device, shape, regime, batch, length,
 dtype) before one is built.
 """
 
@@ -159,7 +160,9 @@ def trainer_job(
             job_id = None
     run.record.start(stage, key)
     if job_id is None:
-        job = run.services.trainer.submit(spec, idempotency_key=f"unast-{stage}-{key}-{attempt}")
+        job = run.services.trainer.submit(
+            spec, idempotency_key=f"unast-{run.record.data.run_id}-{stage}-{key}-{attempt}"
+        )
         job_id = job.id
     run.record.update(stage, job_id=job_id, attempt=attempt)
     result = wait_trainer(run, stage, job_id, share=share)
