@@ -91,19 +91,22 @@ def cmd_run() -> None:
         sys.exit(f"unast run: {exc}")
     except (KeyboardInterrupt, stack.Stopped):
         sys.exit("unast run: stopped while starting")
+    supervisor = stack.Supervisor(settings, children)  # starts again a process that exits
+    supervisor.start()
     try:
         for name in ("profiler", "search", "trainer"):
             url = settings.service_url(name)
             print(f"{name:9s} {url}   docs: {url}/docs")
         print("all services ready; Ctrl-C stops them", flush=True)
-        while all(child.poll() is None for child in children):
+        while supervisor.is_alive():  # it ends when a process keeps exiting
             time.sleep(0.5)
-        print("a service exited; stopping the others")
+        print(f"unast run: {supervisor.failure}; stopping the others", file=sys.stderr)
     except (KeyboardInterrupt, stack.Stopped):
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        supervisor.stop()
         stack.stop(children)
 
 

@@ -112,6 +112,7 @@ def following(
     or SIGTERM, cancel the job (the run stays resumable: a cancelled job is submitted again) and stop."""
 
     def on_progress(job: Job) -> None:
+        run.services.check()  # the embedded stack gave up on a process: no job would end
         if run.stopping:
             with contextlib.suppress(ServiceError):  # it finished in between
                 client.cancel(job.id)

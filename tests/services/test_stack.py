@@ -137,3 +137,58 @@ def test_children_stop_when_the_launcher_is_killed_outright():
         for pid in children:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_unast_run_starts_again_a_worker_that_was_killed(tmp_path):
+    """A SIGKILLed worker (out of memory, an operator's mistake) is started again: the stack keeps
+    running jobs instead of leaving them queued for good."""
+    env, _ports = stack_env(tmp_path)
+    proc, _output = start_stack(env)
+    try:
+        (worker,) = [pid for pid in children_of(proc.pid) if "services.trainer.cli worker" in cmdline(pid)]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + HANG_GUARD_S
+        while time.monotonic() < deadline:
+            workers = [p for p in children_of(proc.pid) if "services.trainer.cli worker" in cmdline(p)]
+            if any(p != worker and alive(p) for p in workers):
+                break
+            time.sleep(0.2)
+        assert any(p != worker and alive(p) for p in workers), "the killed worker was not started again"
+        assert proc.poll() is None and len([p for p in children_of(proc.pid) if alive(p)]) == 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(HANG_GUARD_S) == 0
+
+
+def test_the_supervisor_gives_up_on_a_process_that_keeps_exiting(tmp_path):
+    from services import stack
+    from shared.settings import Settings
+
+    sleeper = stack.Process("sleeper", "http.server", ("0", "--bind", "127.0.0.1"), None)
+    children = stack.start(Settings(), processes=(sleeper,))
+    with open(tmp_path / "stack.log", "ab") as log:
+        supervisor = stack.Supervisor(Settings(), children, (sleeper,), log, max_restarts=1, poll_s=0.05)
+        supervisor.start()
+        try:
+            first = children[0]
+            first.kill()
+            deadline = time.monotonic() + HANG_GUARD_S
+            while children[0] is first and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert children[0] is not first and children[0].poll() is None  # started again
+            children[0].kill()
+            supervisor.join(HANG_GUARD_S)
+            assert not supervisor.is_alive()
+            assert supervisor.failure == "sleeper exited with code -9 after 1 restarts (see the stack's log)"
+        finally:
+            supervisor.stop()
+            stack.stop(children)
+    logged = (tmp_path / "stack.log").read_text()
+    assert "sleeper exited with code -9; starting it again (1/1)" in logged and supervisor.failure in logged

@@ -1,7 +1,8 @@
 """`unast compress` at a tiny size, through real HTTP on localhost: an embedded stack of real service
 and worker processes, a small trained teacher, few steps, K=4. The run is stopped with SIGTERM during
 distillation (the job is cancelled, the stack stopped), started again and killed in the middle of
-scoring (the command and its whole stack, as a crash would), and started once more: it finishes
+scoring (the command and its whole stack, as a crash would), and started once more, its trainer worker
+SIGKILLed in the middle of a job (the stack starts it again, and the job resumes): it finishes
 without redoing the stages that had finished, and its outputs link up (scores from the trainer, costs
 from the profiler, solutions from the search, a reloadable exported model, a report with figures)."""
 
@@ -15,9 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
+from services.trainer.models import QUEUE as TRAINER_QUEUE
+from shared.db import make_engine, make_sessionmaker
 from shared.model import Decoder
 from tests.services.trainer.conftest import make_teacher
 
@@ -70,6 +74,12 @@ def processes_in_group(group: int) -> list[int]:
     return left
 
 
+def cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
 def record(tmp_path: Path) -> dict:
     path = tmp_path / "run" / "run.json"
     return json.loads(path.read_text()) if path.exists() else {"stages": {}}
@@ -116,11 +126,25 @@ def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, 
     assert before["distill"]["job_id"] != cancelled["job_id"] and before["distill"]["attempt"] == 1
 
     second = compress(tmp_path, env, teacher)
-    try:
+    try:  # SIGKILL its trainer worker in the middle of a job: the stack starts it again, the job resumes
+        wait_for(second, "unast-rank")
+        rank_job = record(tmp_path)["stages"]["unast-rank"]["job_id"]
+        trainer = f"http://127.0.0.1:{env['UNAST_TRAINER_PORT']}"
+        deadline = time.monotonic() + HANG_GUARD_S
+        while httpx.get(f"{trainer}/v1/jobs/{rank_job}").json()["state"] != "running":
+            assert time.monotonic() < deadline, "the rank job never ran"
+            time.sleep(0.1)
+        (worker,) = [p for p in processes_in_group(second.pid) if "services.trainer.cli worker" in cmdline(p)]
+        os.kill(worker, signal.SIGKILL)
         assert second.wait(HANG_GUARD_S) == 0, (tmp_path / "compress.log").read_text()[-5000:]
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
+    stack_log = (tmp_path / "run" / "stack.log").read_text()
+    assert "trainer-worker exited with code -9; starting it again (1/3)" in stack_log
+    with make_sessionmaker(make_engine(sqlite_settings.database_url))() as session:
+        lines = [line.message for line in TRAINER_QUEUE.log(session, job_id=rank_job, tail=100)]
+    assert "worker lost (its process is gone): queued" in lines and "succeeded" in lines
     log = (tmp_path / "compress.log").read_text()
     after = record(tmp_path)["stages"]
     # the finished stages were not redone: the same LUT, the same distill job; scoring went on
