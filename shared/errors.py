@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("unast.errors")
@@ -114,10 +115,12 @@ def _field(loc: Iterable) -> str:
 MAX_DETAILS = 100  # a body with a million bad values answers with its first problems and their count
 
 
-def invalid_input(errors: list[dict]) -> ApiError:
-    """A 422 from pydantic's errors, each naming its field: the first MAX_DETAILS, and how many in all."""
+def invalid_input(errors: list[dict], prefix: tuple = ()) -> ApiError:
+    """A 422 from pydantic's errors, each naming its field (after `prefix`, e.g. ("body",)): the first
+    MAX_DETAILS, and how many in all."""
     details = [
-        {"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors[:MAX_DETAILS]
+        {"field": _field((*prefix, *e["loc"])), "message": e["msg"], "type": e["type"]}
+        for e in errors[:MAX_DETAILS]
     ]
     fields = ", ".join(d["field"] for d in details[:5])
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
@@ -128,9 +131,29 @@ async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
     return exc.response()
 
 
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's own refusals (no route, a method the path does not take), and any HTTPException."""
     message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
-    return JSONResponse(error_body(exc.status_code, message), exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    path = request.url.path
+    if exc.status_code == 404 and exc.detail == "Not Found":  # the router's: no route has this path
+        slash = "; paths end without a slash" if path.endswith("/") and path != "/" else ""
+        message = f"no route {request.method} {path}{slash}"
+    elif exc.status_code == 405:  # Starlette's Allow names the methods of the first route on the path only
+        allowed = allowed_methods(request)
+        message = f"{request.method} is not allowed on {path}; allowed: {', '.join(allowed)}"
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return JSONResponse(error_body(exc.status_code, message), exc.status_code, headers=headers)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path."""
+    scope = {k: v for k, v in request.scope.items() if k != "fastapi"}  # as it was before routing
+    routes = request.app.router.routes
+    return [m for m in METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

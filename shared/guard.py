@@ -4,22 +4,36 @@ FastAPI parses a body before it runs the route's dependencies (a request without
 malformed JSON would hear about the JSON), reads a body of any content type, and takes JSON leniently
 ("10" and true are numbers to it). Two hooks put the checks in order:
 
-- `RequestGuard`, a middleware, refuses a declared size over `max_body_bytes` (413) and wraps the
-  body's reading. When a route with a body asks for it (FastAPI has routed the request by then), it
-  checks, in order: the bearer token, on routes that take one (401 with `WWW-Authenticate: Bearer`);
-  the body received within `body_timeout_s` (408) and `max_body_bytes` (413, counted on the bytes
-  received, chunked bodies too); sent as JSON (415); no NUL or unpaired surrogate in its strings
-  (422: PostgreSQL stores neither); JSON's types taken strictly, a string or a boolean is not a
-  number (422 naming the field; an integer still is a number where a float is expected). Then the
-  route gets the body, and FastAPI validates it as usual.
+- `RequestGuard`, a middleware, wraps the body's reading. When a route with a body asks for it
+  (FastAPI has routed the request by then), it checks, in order: the bearer token, on routes that take
+  one (401 with `WWW-Authenticate: Bearer`); a declared Content-Length over `max_body_bytes` (413,
+  before a byte is read); the body received within `body_timeout_s` (408) and `max_body_bytes` (413,
+  counted on the bytes received, chunked bodies too); sent as JSON (415); no NUL or unpaired surrogate
+  in its strings (422: PostgreSQL stores neither); JSON's types taken strictly, a string or a boolean
+  is not a number (422 naming the field; an integer still is a number where a float is expected).
+  The value it checked is left in the scope, for the route (shared/api.py's `CheckedRoute`).
 - `check_parameters`, a dependency of every route (run before the route's own), checks the token on
   routes that take one, then that no path or query parameter the route reads holds a NUL (422).
 
 Their errors are ApiErrors, which FastAPI lets through from a body read (they are HTTPExceptions).
+
+A body over `SMALL_BODY` is parsed and validated in a checker process, not in the service's: JSON
+parsing and pydantic hold the GIL for their whole run (a 16 MB body takes seconds), so a thread would
+hold the event loop, and /healthz, just as long.
 """
 
+import asyncio
+import gc
 import hmac
 import json
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import lru_cache
 from typing import Annotated, Any
 
 import anyio
@@ -31,10 +45,14 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import ApiError, invalid, invalid_input, unauthorized
+from shared.errors import RETRY_AFTER_S, ApiError, invalid, invalid_input, unauthorized
 from shared.settings import Settings
 
 JSON_TYPE = "application/json"
+CHECKED = "unast.checked_body"  # the scope's key for the body's checked value
+
+SMALL_BODY = 256 * 1024  # checked where it arrives: milliseconds of the event loop
+CHECKERS = 2  # checker processes per service process, started at the first larger body
 
 _bearer = HTTPBearer(
     auto_error=False, description="Required on mutating endpoints when UNAST_API_TOKEN is set."
@@ -79,6 +97,12 @@ def depends_on_token(dependant: Dependant) -> bool:
     return any(d.call is require_token or depends_on_token(d) for d in dependant.dependencies)
 
 
+def body_annotation(route: Any) -> Any:
+    """The type the route's body is validated as, with what its Body(...) declares."""
+    field = route.body_field
+    return Annotated[field.field_info.annotation, field.field_info]
+
+
 class _PerRoute:
     """What the checks need of a route, worked out once and kept on the route itself (routes are not
     hashable, and an id outlives its route: a later app's route could inherit a dead one's answers)."""
@@ -96,10 +120,11 @@ class _PerRoute:
         return self._get(route, "query", lambda: {p.alias for p in params(route.dependant, "query_params")})
 
     def body_type(self, route: Any) -> TypeAdapter:
-        field = route.body_field
-        return self._get(
-            route, "body", lambda: TypeAdapter(Annotated[field.field_info.annotation, field.field_info])
-        )
+        return self._get(route, "body", lambda: TypeAdapter(body_annotation(route)))
+
+    def body_key(self, route: Any) -> bytes:
+        """The body's type as a checker process receives it (classes travel by their import path)."""
+        return self._get(route, "key", lambda: pickle.dumps(body_annotation(route)))
 
 
 _ROUTES = _PerRoute()
@@ -137,9 +162,6 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
-            return await self._too_large().response()(scope, receive, send)
         await self.app(scope, self._guarded(scope, receive), send)
 
     def _too_large(self) -> ApiError:
@@ -161,11 +183,17 @@ class RequestGuard:
                         self.settings, headers.get("authorization")
                     ):
                         raise unauthorized()
+                    # the declared size after the token: neither reads a byte of the body, so every
+                    # client hears the one order the README gives (401, then 413), at no cost
+                    declared = headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+                        raise self._too_large()
                     body = await self._receive_body(receive)
-                    if body is not None:
-                        self._check_body(headers, route, body)
-                        return {"type": "http.request", "body": body, "more_body": False}
-                    return {"type": "http.disconnect"}
+                    if body is None:
+                        return {"type": "http.disconnect"}
+                    if body:  # an empty one: FastAPI says what is missing
+                        scope[CHECKED] = await self._check_body(headers, route, body)
+                    return {"type": "http.request", "body": body, "more_body": False}
             message = await receive()  # a route without a body, or a disconnect listener afterwards
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -197,9 +225,8 @@ class RequestGuard:
             headers={"Connection": "close"},
         )
 
-    def _check_body(self, headers: Headers, route: Any, body: bytes) -> None:
-        if not body:
-            return  # FastAPI says what is missing
+    async def _check_body(self, headers: Headers, route: Any, body: bytes) -> Any:
+        """The body's value, checked where it arrived if it is small, else in a checker process."""
         content_type = headers.get("content-type")
         if not _is_json(content_type):
             raise ApiError(
@@ -208,23 +235,43 @@ class RequestGuard:
                 f"(got {content_type or 'no Content-Type'})",
                 details={"header": "Content-Type", "expected": JSON_TYPE},
             )
-        if b"\\u" in body:  # NUL and unpaired surrogates can only be written as \u escapes
-            try:
-                problem = _bad_text(json.loads(body), ("body",))
-            except ValueError:
-                problem = None  # not JSON: the strict validation below says so
-            if problem is not None:
-                raise invalid(*problem)
+        if len(body) <= SMALL_BODY:
+            return check_json(_ROUTES.body_type(route), body)
+        checkers = _checkers()
         try:
-            _ROUTES.body_type(route).validate_json(body, strict=True)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            raise invalid_input([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+            checked = checkers.submit(_check_apart, _ROUTES.body_key(route), body)
+            value, refusal = await asyncio.wrap_future(checked)
+        except BrokenProcessPool:  # a checker died (out of memory?): the next body gets new ones
+            _forget(checkers)
+            raise ApiError(
+                503, "the body could not be checked; try again", headers={"Retry-After": str(RETRY_AFTER_S)}
+            ) from None
+        if refusal is not None:
+            status, message, details = refusal
+            raise ApiError(status, message, details=details)
+        return value
 
 
 def _is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json"))
+
+
+def check_json(adapter: TypeAdapter, body: bytes) -> Any:
+    """The body's value, JSON's types taken strictly; a 422 naming the field otherwise."""
+    if b"\\u" in body:  # NUL and unpaired surrogates can only be written as \u escapes
+        try:
+            problem = _bad_text(json.loads(body), ("body",))
+        except (ValueError, RecursionError):
+            # not JSON, or nested deeper than Python recurses: the validation below says so (422)
+            problem = None
+        if problem is not None:
+            raise invalid(*problem)
+    try:
+        return adapter.validate_json(body, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise invalid_input(errors, prefix=("body",)) from None
 
 
 def _bad_text(value: Any, loc: tuple) -> tuple[str, str] | None:
@@ -244,3 +291,54 @@ def _bad_text(value: Any, loc: tuple) -> tuple[str, str] | None:
         if problem := _bad_text(item, (*loc, key)):
             return problem
     return None
+
+
+# -- the checker processes -----------------------------------------------------------------------------
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()  # apps on several event loops (tests) share the process's checkers
+
+
+def _checkers() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            # spawned, not forked: a fork would copy locks the service's other threads hold
+            spawn = multiprocessing.get_context("spawn")
+            _pool = ProcessPoolExecutor(CHECKERS, spawn, _start_checker, (os.getpid(),))
+        return _pool
+
+
+def _forget(checkers: ProcessPoolExecutor) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is checkers:
+            _pool = None
+    checkers.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_checker(service: int) -> None:
+    # without the cyclic collector, which would walk a big body's million objects again and again
+    gc.disable()
+    threading.Thread(target=_exit_with, args=(service,), daemon=True).start()
+
+
+def _exit_with(service: int) -> None:
+    """A service that dies by a signal runs no exit handler to stop its checkers: they see it gone."""
+    while os.getppid() == service:
+        time.sleep(1)
+    os._exit(0)
+
+
+@lru_cache(maxsize=64)
+def _adapter(key: bytes) -> TypeAdapter:
+    return TypeAdapter(pickle.loads(key))
+
+
+def _check_apart(key: bytes, body: bytes) -> tuple[Any, tuple | None]:
+    """In a checker process: (the body's value, None), or (None, the refusal's status, message, details)."""
+    gc.collect()  # what cycles the last check left (the collector is off here)
+    try:
+        return check_json(_adapter(key), body), None
+    except ApiError as exc:
+        return None, (exc.status, exc.message, exc.details)

@@ -1,9 +1,9 @@
 """The search contract as Python functions: SearchRequest -> SearchResponse, SweepRequest -> SweepResponse.
 
-Any Python caller can call `search` and `sweep` (no HTTP, no state). The routes call their two halves:
-`prepare_*` checks the request and builds its whole model (every 4xx), `run_*` solves it (in the
-service's solve pool). `cancel`, when set by the caller, stops the solve early (status `cancelled`,
-with what was found by then).
+Any Python caller can call `search` and `sweep` (no HTTP, no state); the routes call them in the
+service's solve pool, once it has admitted the request. Each has two halves: `prepare_*` checks the
+request and builds its whole model (every 4xx), `run_*` solves it. `cancel`, when set by the caller,
+stops the solve early (status `cancelled`, with what was found by then).
 """
 
 import threading

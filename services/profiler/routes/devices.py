@@ -4,12 +4,12 @@ from fastapi import APIRouter
 
 from services.profiler import store
 from services.profiler.deps import ThisDeviceDep
-from shared.api import RowId, SessionDep
+from shared.api import CheckedRoute, RowId, SessionDep
 from shared.errors import not_found
 from shared.schemas.lut import Device, ThisDevice
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
-this = APIRouter(prefix="/v1/device", tags=["devices"])
+router = APIRouter(prefix="/v1/devices", tags=["devices"], route_class=CheckedRoute)
+this = APIRouter(prefix="/v1/device", tags=["devices"], route_class=CheckedRoute)
 
 
 @this.get("", summary="The device this profiler measures (what its builds and validations run on)")

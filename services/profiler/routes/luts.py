@@ -10,11 +10,11 @@ from services.profiler.jobs import BuildSpec, submit
 from services.profiler.limits import check_build
 from services.profiler.lookup import cost_table
 from services.profiler.shapes import model_directory_shape, resolved
-from shared.api import DB_INT_MAX, RowId, SessionDep, SettingsDep, TokenDep
+from shared.api import DB_INT_MAX, CheckedRoute, RowId, SessionDep, SettingsDep, TokenDep
 from shared.schemas.jobs import Job
 from shared.schemas.lut import BuildRequest, CostTable, Dtype, Lut, LutSummary, Regime, shape_hash
 
-router = APIRouter(prefix="/v1/luts", tags=["luts"])
+router = APIRouter(prefix="/v1/luts", tags=["luts"], route_class=CheckedRoute)
 
 
 @router.post(

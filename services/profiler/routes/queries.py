@@ -4,11 +4,11 @@ from fastapi import APIRouter
 
 from services.profiler.deps import lut_for_request
 from services.profiler.lookup import NotMeasured, entry_for, estimate
-from shared.api import RowId, SessionDep, SettingsDep
+from shared.api import CheckedRoute, RowId, SessionDep, SettingsDep
 from shared.errors import ApiError, invalid
 from shared.schemas.lut import Estimate, EstimateRequest, OperatorCost, OperatorCostRequest
 
-router = APIRouter(prefix="/v1/devices/{device_id}", tags=["queries"])
+router = APIRouter(prefix="/v1/devices/{device_id}", tags=["queries"], route_class=CheckedRoute)
 
 
 @router.post(

@@ -6,12 +6,12 @@ from services.profiler import store
 from services.profiler.deps import ThisDeviceDep, lut_or_404
 from services.profiler.jobs import ValidationSpec, submit
 from services.profiler.limits import check_validation
-from shared.api import RowId, SessionDep, SettingsDep, TokenDep
+from shared.api import CheckedRoute, RowId, SessionDep, SettingsDep, TokenDep
 from shared.errors import ApiError, not_found
 from shared.schemas.jobs import Job
 from shared.schemas.lut import Validation, ValidationRequest
 
-router = APIRouter(prefix="/v1", tags=["validations"])
+router = APIRouter(prefix="/v1", tags=["validations"], route_class=CheckedRoute)
 
 
 @router.post(

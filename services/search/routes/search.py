@@ -1,21 +1,21 @@
 """POST /v1/search and POST /v1/search/sweep.
 
-A request is checked and its whole model built in a worker thread (every 4xx comes from there), then
-solved in the service's solve pool (pool.py): a bounded number at once, a bounded queue, a 429 beyond
-it, and the solve cancelled if the client disconnects. The event loop only waits, so /healthz answers
-during any solve. The bearer token is required when UNAST_API_TOKEN is set (a solve costs the machine
-seconds of every core it is given).
+A request is admitted to the service's solve pool (pool.py) first: a bounded number at once, a bounded
+queue, a 429 beyond it before any work on the request. Then, in the pool's worker thread, it is checked
+and its whole model built (every 4xx but the body's own checks comes from there), and solved; the solve
+is cancelled if the client disconnects. The event loop only waits, so /healthz answers during any
+solve. The bearer token is required when UNAST_API_TOKEN is set (a solve costs the machine seconds of
+every core it is given).
 """
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 
 from services.search import service
-from shared.api import SettingsDep, TokenDep
+from shared.api import CheckedRoute, SettingsDep, TokenDep
 from shared.errors import ErrorBody
 from shared.schemas.search import SearchRequest, SearchResponse, SweepRequest, SweepResponse
 
-router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[TokenDep])
+router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[TokenDep], route_class=CheckedRoute)
 
 ERRORS = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token (when UNAST_API_TOKEN is set)"},
@@ -30,18 +30,19 @@ ERRORS = {
         "description": "UNAST_SEARCH_CONCURRENCY searches are running and UNAST_SEARCH_QUEUE waiting",
         "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     },
+    503: {
+        "model": ErrorBody,
+        "description": "A large body's checker process died; try again after Retry-After",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
 }
 
 
 @router.post("", summary="K diverse architectures under the budgets", responses=ERRORS)
 async def search(body: SearchRequest, request: Request, settings: SettingsDep) -> SearchResponse:
-    model = await run_in_threadpool(service.prepare_search, body, settings)
-    return await request.app.state.solves.run(request, lambda cancel: service.run_search(body, model, cancel))
+    return await request.app.state.solves.run(request, lambda cancel: service.search(body, settings, cancel))
 
 
 @router.post("/sweep", summary="The best architecture at each value of one budget", responses=ERRORS)
 async def sweep(body: SweepRequest, request: Request, settings: SettingsDep) -> SweepResponse:
-    model, points = await run_in_threadpool(service.prepare_sweep, body, settings)
-    return await request.app.state.solves.run(
-        request, lambda cancel: service.run_sweep(body, model, points, cancel)
-    )
+    return await request.app.state.solves.run(request, lambda cancel: service.sweep(body, settings, cancel))
