@@ -1,11 +1,19 @@
-"""Schema fuzzing at length: tests/test_fuzz.py with many more cases per operation, every case recorded
-rather than the run stopping at the first failure, then the figures: per service and database, the
-operations, the cases sent, the statuses answered, and each kind of failure (5xx, an undocumented
-status, a response that breaks its schema) with the operations where it happened.
+"""Schema fuzzing at length, in two phases, then the figures; exit status 1 when either found a 5xx or a
+response outside the documented schema (an undocumented status, a wrong content type, a body that
+breaks its schema).
+
+stateless: tests/test_fuzz.py with many more cases per operation, every case recorded rather than the
+run stopping at the first failure: per service and database, the operations, the cases sent, the
+statuses answered, and each kind of failure with the operations where it happened.
+
+stateful (benchmarks/fuzz_stateful.py): a live stack with both workers, real jobs made first (with
+files), then schemathesis' state machine against each service, each call fed by an earlier response
+through OpenAPI links: per service the scenarios, steps, links followed, statuses and failures by check.
 
     .venv/bin/python -m benchmarks.fuzz [--examples 200] [--seed 20261201] [--tree DIR]
+        [--phases stateless,stateful] [--scenarios 80] [--steps 10] [--stateful-database sqlite]
 
---tree runs the same fuzz test against another checkout (e.g. an export of an older commit, with
+--tree runs the stateless phase against another checkout (e.g. an export of an older commit, with
 tests/test_fuzz.py copied in) to count what it found there. Needs PostgreSQL as the tests do
 (TEST_POSTGRES_URL); without it, the PostgreSQL cases are skipped and the table says so.
 """
@@ -20,6 +28,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from benchmarks import fuzz_stateful
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -27,15 +37,44 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--examples", type=int, default=200, help="generated cases per operation (CI: 12)")
     p.add_argument("--seed", type=int, default=20261201)
-    p.add_argument("--tree", type=Path, default=ROOT, help="the checkout to fuzz")
+    p.add_argument("--tree", type=Path, default=ROOT, help="the checkout to fuzz (stateless phase)")
+    p.add_argument(
+        "--phases",
+        type=lambda value: [v.strip() for v in value.split(",")],
+        default=["stateless", "stateful"],
+        help="comma-separated: stateless, stateful (default both)",
+    )
+    fuzz_stateful.add_arguments(p)
     args = p.parse_args()
+    if unknown := set(args.phases) - {"stateless", "stateful"}:
+        p.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    status = 0
+    if "stateless" in args.phases:
+        status |= stateless(args)
+    if "stateful" in args.phases:
+        status |= fuzz_stateful.run(args)
+    raise SystemExit(status)
 
+
+def stateless(args: argparse.Namespace) -> int:
+    """The stateless phase with its report; 1 when a case failed a check (or the run failed), else 0."""
     record = Path(tempfile.mkdtemp(prefix="fuzz-")) / "cases.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")}
     env |= {"FUZZ_EXAMPLES": str(args.examples), "FUZZ_SEED": str(args.seed), "FUZZ_RECORD": str(record)}
     started = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"],
+        # the stateful phase's own plumbing test is no fuzzing (and older trees have no such phase)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "not stateful",
+            "tests/test_fuzz.py",
+        ],
         cwd=args.tree,
         env=env,
         capture_output=True,
@@ -49,6 +88,7 @@ def main() -> None:
     print(lines[-1] if lines else run.stderr[-2000:])
     cases = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     report(cases, args, elapsed)
+    return 1 if run.returncode != 0 or any(case["failures"] for case in cases) else 0
 
 
 def report(cases: list[dict], args: argparse.Namespace, elapsed: float) -> None:

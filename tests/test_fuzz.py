@@ -4,9 +4,10 @@ database. A 5xx, a status the operation does not document, a content type or a r
 breaks its documented schema fails the test.
 
 Bounded for CI: a fixed seed and FUZZ_EXAMPLES generated cases per operation (the coverage phase adds
-its boundary cases). No worker runs, so submitted jobs only queue. The OpenAPI has no links, so there
-is no stateful phase. `python -m benchmarks.fuzz` is the longer run: with FUZZ_RECORD set, every case
-is recorded (one JSON line each) instead of the first failure failing the test.
+its boundary cases). No worker runs, so submitted jobs only queue. `python -m benchmarks.fuzz` is the
+longer run: with FUZZ_RECORD set, every case is recorded (one JSON line each) instead of the first
+failure failing the test; its stateful phase (benchmarks/fuzz_stateful.py) follows OpenAPI links over
+a live stack with workers and real jobs, and the last test here checks that phase's plumbing on a toy.
 """
 
 import json
@@ -143,3 +144,59 @@ def test_trainer(case, apps, store):
 @HYPOTHESIS
 def test_search(case, stateless_app):
     call_and_check(case, stateless_app, "search", "none")
+
+
+def test_the_stateful_phase_follows_links_and_records_every_failure_without_stopping():
+    """benchmarks/fuzz_stateful.py's plumbing, on a toy service whose existing items raise: only a link
+    from POST /items reaches one, each 500 is recorded with what reproduces it, and the scenarios go on
+    to the number asked for."""
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI, HTTPException
+    from pydantic import BaseModel
+
+    from benchmarks import fuzz_stateful
+
+    class Item(BaseModel):
+        id: int
+        name: str
+
+    toy, items = FastAPI(), {}
+
+    @toy.post("/items", status_code=201)
+    def create(item: Item) -> Item:
+        items[item.id] = item
+        return item
+
+    @toy.get("/items/{item_id}", responses={404: {}})
+    def read(item_id: int) -> Item:
+        if item_id in items:
+            raise RuntimeError("a bug only an existing item reaches")
+        raise HTTPException(404)
+
+    server = uvicorn.Server(uvicorn.Config(toy, host="127.0.0.1", port=0, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            threading.Event().wait(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        link = {"ReadIt": {"operationRef": "#/paths/~1items~1{item_id}/get"}}
+        link["ReadIt"]["parameters"] = {"path.item_id": "$response.body#/id"}
+        tally = fuzz_stateful.fuzz_service(
+            f"http://127.0.0.1:{port}", {("/items", "post", "201"): link}, seed=1, scenarios=8, steps=4
+        )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert tally.error is None
+    assert tally.scenarios >= 8  # a failure ended no scenario early
+    assert tally.links["POST /items -> [201] ReadIt -> GET /items/{item_id}"] > 0 and tally.applied > 0
+    assert tally.failures["Server error"]["GET /items/{item_id} -> 500"] > 0
+    assert tally.failing() > 0  # the phase fails
+    assert (
+        tally.server_errors[0]["curl"].startswith("curl -X GET")
+        and "/items/" in tally.server_errors[0]["curl"]
+    )
