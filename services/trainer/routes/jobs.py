@@ -8,12 +8,12 @@ from fastapi import APIRouter, Body, Header, Response
 from services.trainer.deps import QUEUE
 from services.trainer.kinds import KINDS
 from services.trainer.memory import check_memory
-from shared.api import SessionDep, SettingsDep, TokenDep
+from shared.api import CheckedRoute, SessionDep, SettingsDep, TokenDep
 from shared.errors import invalid
 from shared.schemas.jobs import Job, spec_digest
 from shared.schemas.trainer import JobSpec
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=CheckedRoute)
 
 
 @router.post(
