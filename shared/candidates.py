@@ -23,6 +23,11 @@ count from the grid above (a divisor of the teacher's; the small pool: about hal
 that are multiples of 256 below the teacher's, the multiple nearest each of the pool's fractions (a
 teacher of width 512 gets 256 alone).
 The profiler measures the default pool and, for a Llama teacher, the servable one beside it.
+
+The uniform ladder (`uniform_ladder`) is the uniform baseline's: per fraction f of the teacher's size
+in steps of 1/40, an attention of about f of the teacher's query heads x head size and an MLP of f of
+its width, fine enough that some rung comes within 5% under any latency budget. The profiler
+measures it too; a run distils only the rung it picks.
 """
 
 import math
@@ -95,6 +100,29 @@ def mlp_candidates(shape: ModelShape) -> list[MLPOp]:
     return [MLPOp(intermediate_size=s) for s in sizes if s < size]
 
 
+UNIFORM_STEPS = 40  # the ladder's fractions: 39/40 down to 1/40
+
+
+def uniform_ladder(shape: ModelShape) -> list[tuple[float, AttentionOp, MLPOp]]:
+    """Per fraction f of the teacher's size, largest first: the attention whose KV count is the divisor
+    of the teacher's nearest f of it, its heads the fewest multiples of that count that reach f of the
+    teacher's, its head size (even, at most the teacher's) what brings heads x head size nearest f of
+    the teacher's; and the MLP of f of the teacher's width, a multiple of 8 (finer than the pool's
+    alignment: a coarse one would leave budgets between rungs)."""
+    divisors = [d for d in range(1, shape.num_kv_heads + 1) if shape.num_kv_heads % d == 0]
+    size, width = shape.num_heads * shape.head_dim, shape.intermediate_size
+    ladder = []
+    for step in range(UNIFORM_STEPS - 1, 0, -1):
+        f = step / UNIFORM_STEPS
+        kv = _nearest(divisors, shape.num_kv_heads * f)
+        heads = kv * max(1, math.ceil(shape.num_heads * f / kv - 1e-9))
+        head_dim = min(shape.head_dim, max(2, 2 * round(size * f / heads / 2)))
+        attention = AttentionOp(num_heads=heads, num_kv_heads=kv, head_dim=head_dim)
+        mlp = MLPOp(intermediate_size=max(8, 8 * round(width * f / 8)))
+        ladder.append((f, attention, mlp))
+    return ladder
+
+
 def candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
     """The default pool for one slot type: teacher first, identity, linear, then smaller operators."""
     teacher = teacher_operator(shape, slot_type)
@@ -105,15 +133,19 @@ def candidates(shape: ModelShape, slot_type: SlotType) -> list[OperatorSpec]:
 
 def all_candidates(shape: ModelShape) -> list[OperatorSpec]:
     """The union over both slot types, deduplicated, in a deterministic order (attention's first): the
-    default pool and, when the teacher's family fits the nemotron-nas form, the servable one (what the
-    profiler measures by default, so that a run in either format finds every candidate's costs)."""
+    default pool, when the teacher's family fits the nemotron-nas form the servable one, and the
+    uniform ladder (what the profiler measures by default, so that a run in either format, and its
+    uniform baseline, finds every candidate's costs)."""
     servable = decilm.family_problem(shape) is None
+    ladder = uniform_ladder(shape)
     return list(
         dict.fromkeys(
             candidates(shape, "attention")
             + (servable_candidates(shape, "attention") if servable else [])
+            + [attention for _, attention, _ in ladder]
             + candidates(shape, "mlp")
             + (servable_candidates(shape, "mlp") if servable else [])
+            + [mlp for _, _, mlp in ladder]
         )
     )
 

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import get_args
 
+from pydantic import ValidationError
+
 from services.pipeline import data, methods
-from services.pipeline.configs import CONFIGS, load_config
+from services.pipeline.configs import CONFIGS, changed, load_config
 from services.pipeline.progress import Reporter
-from services.pipeline.record import RunInputs, RunRecord, digest, lock
+from services.pipeline.record import RecordError, RunInputs, RunRecord, digest, lock
 from services.pipeline.report import Report, Row, write
 from services.pipeline.servable import form_lines
 from services.pipeline.stack import StackError, services
@@ -37,10 +39,11 @@ from services.pipeline.stages import (
 from services.pipeline.targets import Target, binding, targets_and_budgets
 from shared import decilm
 from shared.clients.base import ServiceError
+from shared.pretrained import read_model
 from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
 from shared.schemas.operators import Architecture
 from shared.schemas.search import SweepRequest
-from shared.schemas.shape import ModelShape, stored_dtype
+from shared.schemas.shape import ModelShape, one_line, stored_dtype
 from shared.schemas.trainer import (
     DirectoryModel,
     EvaluateResult,
@@ -154,11 +157,15 @@ def main(args: argparse.Namespace) -> int:
             batch=args.batch,
             devices=devices,
         )
-    except ValueError as exc:
-        print(f"unast compress: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a budget's pydantic error comes wrapped (--latency=1e400ms: infinite)
+        print(f"unast compress: {one_line_of(exc)}", file=sys.stderr)
         return 2
     if args.k is not None:
-        config = type(config)(**{**config.as_dict(), "k": args.k})
+        try:
+            config = changed(config, k=args.k)
+        except ValueError as exc:  # "k: ...": the field is the option
+            print(f"unast compress: --{exc}", file=sys.stderr)
+            return 2
     teacher = args.model.resolve()
     try:
         shape, dtype = read_teacher(teacher, args.dtype)
@@ -188,11 +195,20 @@ def main(args: argparse.Namespace) -> int:
             return 2
     if args.device.startswith("cuda"):
         settings = Settings(**{**settings.model_dump(), "profiler_device": args.device})
-    held = lock(args.out)  # released when this process ends
-    if held is None:
-        print(f"unast compress: --out {args.out}: another unast compress is running there", file=sys.stderr)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"unast compress: --out {args.out}: not a directory", file=sys.stderr)
         return 2
-    record = RunRecord(args.out)
+    try:
+        held = lock(args.out)  # released when this process ends
+        if held is None:
+            print(
+                f"unast compress: --out {args.out}: another unast compress is running there", file=sys.stderr
+            )
+            return 2
+        record = RunRecord(args.out)
+    except (OSError, RecordError) as exc:  # not writable; a run.json this command did not write
+        print(f"unast compress: --out {args.out}: {one_line_of(exc)}", file=sys.stderr)
+        return 2
     record.data.inputs = RunInputs(
         model=str(teacher),
         device=args.device,
@@ -244,25 +260,24 @@ def main(args: argparse.Namespace) -> int:
 
 
 def read_teacher(directory: Path, dtype: str | None) -> tuple[ModelShape, Dtype]:
-    """The teacher's shape and the dtype its LUT is timed in (given, else its config's torch_dtype).
-    ValueError, one line naming the field, for a directory or a model this project does not compress."""
-    config_file = directory / "config.json"
-    if not config_file.is_file():
+    """The teacher's shape and the dtype its LUT is timed in (given, else its config's torch_dtype), from
+    config.json and the weights' headers, never the weights (shared/pretrained.py). ValueError, one line
+    naming the file and the field, for a directory or a model this project does not compress."""
+    if not (directory / "config.json").is_file():
         raise ValueError("no config.json (a Hugging Face model directory)")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"config.json is not readable JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise ValueError("config.json is not a JSON object")
-    try:
-        shape = ModelShape.from_hf_config(config)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"config.json: {exc!r}") from None
-    stored = stored_dtype(config)
+    shape, _ = read_model(directory)
+    stored = stored_dtype(json.loads((directory / "config.json").read_text()))  # JSON: read_model read it
     if dtype is None and stored not in get_args(Dtype):
         raise ValueError(f"torch_dtype: {stored!r} is not one the profiler times; give --dtype")
     return shape, dtype or stored
+
+
+def one_line_of(exc: BaseException) -> str:
+    """An error as one line; a pydantic error that another wraps, by its first problem and field."""
+    text = str(exc)
+    if isinstance(exc.__context__, ValidationError):
+        text = text.replace(str(exc.__context__), one_line(exc.__context__))
+    return " ".join(text.split())
 
 
 def pipeline(run: Run) -> Path:
@@ -273,6 +288,9 @@ def pipeline(run: Run) -> Path:
     # every target's costs, from its own device's profiler, in one table
     costs = merged({name: profiler_of(run, device_of[name]).export(each.id) for name, each in luts.items()})
     feasible(run, costs)  # before any training: can the budgets be met at all?
+    if run.config.baselines:  # chosen from costs alone, so that the distill job learns its operators
+        uniform_choice = methods.uniform_choice(run, costs)
+        run.uniform = uniform_choice.architecture
     distill_job, distilled = distill(run)
     scores = score(run, distill_job)
 
@@ -286,7 +304,7 @@ def pipeline(run: Run) -> Path:
     if run.config.baselines:
         made.append(methods.unast(run, distill_job, scores, costs, depth_only=True))
         made.append(methods.depth(run, distill_job, scores, costs))
-        uniform = methods.uniform(run, distill_job, scores, costs)
+        uniform = methods.uniform(run, distill_job, uniform_choice)
         if uniform is not None:
             made.append(uniform)
     unast = made[0]
@@ -379,7 +397,7 @@ def pipeline(run: Run) -> Path:
         plotted=(plotted, teacher_costs[plotted]),
         stages=run.record.data.stages,
         export=export,
-        notes=notes(rows),
+        notes=notes(rows, methods.latency_limit(run, teacher_costs)),
         format=run.format,
         form=form_lines(run, made, servable_note),
         data=data.report_lines(run.data, distilled),
@@ -428,34 +446,38 @@ def export_model(run: Run, method: methods.Method, lut: Lut) -> ExportResult:
     key = digest("download", job_id, result.files)
     if run.record.reusable("download", key) is None:
         run.record.start("download", key)
-        for file in result.files:
-            run.services.trainer.download(job_id, file, target / Path(file).relative_to("export"))
+        run.services.trainer.download_folder(job_id, result.files, "export", target)
         run.record.finish("download", files=len(result.files))
     return result
 
 
-def notes(rows: list[Row]) -> list[str]:
+def notes(rows: list[Row], budget_ms: float | None) -> list[str]:
     """The method's goals at this budget (the issue's, after the paper's Table 2): UNAST at least 5%
     below depth pruning after finetuning, and no worse than any baseline; within 5% of the teacher
-    before finetuning."""
+    before finetuning. Methods are compared at matched latency only: one more than 5% under the
+    latency budget gets a line of its own instead."""
     by = {r.name: r for r in rows}
     out = []
     if "unast" not in by:
         return out
     unast = by["unast"].ppl_after
-    if "depth" in by:
+    shares = {r.name: r.estimate.latency_ms / budget_ms if budget_ms else None for r in rows}
+    short = {name for name, share in shares.items() if name != "teacher" and methods.budget_note(name, share)}
+    out += [methods.budget_note(name, shares[name]) for name in by if name in short]
+    if "depth" in by and "depth" not in short:
         change = unast / by["depth"].ppl_after - 1
         word = "below" if change < 0 else "above"
         out.append(
             f"UNAST's perplexity after finetuning is {abs(change):.1%} {word} depth pruning's "
             f"(goal: at least 5% below)."
         )
-    baselines = [r for name, r in by.items() if name not in ("teacher", "unast", methods.SERVABLE_ROW)]
+    others = ("teacher", "unast", methods.SERVABLE_ROW)
+    baselines = [r for name, r in by.items() if name not in others and name not in short]
     if baselines:
         best = min(baselines, key=lambda r: r.ppl_after)
         out.append(
-            f"The best baseline after finetuning, {best.name}, reaches {best.ppl_after:.2f} "
-            f"(UNAST {unast:.2f})."
+            f"The best baseline after finetuning at matched latency, {best.name}, reaches "
+            f"{best.ppl_after:.2f} (UNAST {unast:.2f})."
         )
     gap = by["unast"].ppl_before / rows[0].ppl_after - 1  # the teacher's row is the first
     out.append(f"UNAST before finetuning is {gap:+.1%} from the teacher's perplexity (goal: within 5%).")

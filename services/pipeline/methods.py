@@ -7,7 +7,8 @@ the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E
 - depth: depth pruning as Shortened LLaMA does it (the paper's Table 9): the {teacher, identity} pool,
   the best architecture by summed score, no short-finetune ranking.
 - uniform: every block the same, its attention and its MLP shrunk by the same fraction of the teacher's
-  size (distilled candidates, no search): the largest such fraction that meets the budgets.
+  size (the uniform ladder's rungs, in steps of 1/40; distilled like the others, no search): the rung of
+  the largest latency that meets the budgets, so that it uses its budget as the others do.
 - unast (nemotron-nas), in the default format beside unast: the same search, ranking and finetune over
   the servable pool (what the DeciLM / Nemotron-NAS form expresses), from the same distill job: what
   serving in that form costs at the same budget. With `--format nemotron-nas` every method keeps to
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from services.pipeline.record import digest
 from services.pipeline.stages import PipelineError, Run, search, trainer_job
+from shared.candidates import uniform_ladder
 from shared.decilm import Format
 from shared.schemas.lut import CostTable
 from shared.schemas.operators import (
@@ -160,6 +162,38 @@ def depth(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> M
     return finetune(run, Method(name="depth", architecture=architecture, searched=searched), distill_job)
 
 
+LATENCY = "latency_ms"  # the run's own LUT's latency, as the cost table names it
+NEAR = 0.05  # a baseline this close under its latency budget is compared at matched latency
+
+
+@dataclass
+class UniformChoice:
+    architecture: Architecture | None
+    fraction: float | None  # of the teacher's size
+    share: float | None  # of the latency budget its LUT latency uses
+
+
+def uniform_pairs(run: Run) -> list[tuple[float, str, str]]:
+    """(fraction, attention, MLP) the uniform baseline may give every block: the pool's pairs of equal
+    fraction (within 0.05) and, in the default format, the uniform ladder's rungs (shared/candidates.py),
+    fine enough to use any latency budget within 5% (the nemotron-nas form expresses no rung)."""
+    shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
+    for slot, ops in run.pools[run.format].items():
+        for op in ops:
+            fraction = size_fraction(op, run.shape)
+            if fraction is not None and not is_teacher(op, run.shape, parse_slot_id(slot)[1]):
+                shrunk[parse_slot_id(slot)[1]][spec_name(op)] = fraction
+    pairs = [
+        (min(fa, fm), attention, mlp)
+        for attention, fa in shrunk["attention"].items()
+        for mlp, fm in shrunk["mlp"].items()
+        if abs(fa - fm) <= 0.05
+    ]
+    if run.format == "unast":
+        pairs += [(f, spec_name(a), spec_name(m)) for f, a, m in uniform_ladder(run.shape)]
+    return pairs
+
+
 def size_fraction(operator, shape) -> float | None:
     """How much of the teacher's size an attention or MLP operator keeps: query heads x head size, or
     MLP width (None for identity and linear, which are no shrunk copy of the teacher's)."""
@@ -170,48 +204,66 @@ def size_fraction(operator, shape) -> float | None:
     return None
 
 
-LATENCY = "latency_ms"  # the run's own LUT's latency, as the cost table names it
-
-
-def uniform(run: Run, distill_job: str, scores: ScoreTable, costs: CostTable) -> Method | None:
-    """Every block the same: an attention and an MLP shrunk by the same fraction of the teacher's size
-    (within 0.05), the largest fraction that meets the budgets (every regime's, by the cost table: the
-    profiler's estimate, summed). None when no such pair meets them."""
+def uniform_choice(run: Run, costs: CostTable) -> UniformChoice:
+    """Every block the same, its attention and MLP shrunk alike: of `uniform_pairs` that the LUTs cost,
+    the one of the largest LUT latency that meets the budgets (every regime's: the profiler's estimate,
+    summed). Chosen before distillation, which then learns its two operators for every slot."""
     stage = "uniform-choice"
+    key = digest(stage, costs.model_dump(), [b.model_dump() for b in run.budgets], run.format)
+    if (done := run.record.reusable(stage, key)) is not None:
+        return UniformChoice(done.architecture, done.fraction, done.share)
+    run.record.start(stage, key)
     teacher_costs = architecture_costs(costs, Architecture.teacher(run.shape))
-    run.record.start(
-        stage, digest(stage, costs.model_dump(), scores.model_dump(), [b.model_dump() for b in run.budgets])
-    )
-    shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
-    pool = {slot: {spec_name(op) for op in ops} for slot, ops in run.pools[run.format].items()}
-    for slot in scores.slots:
-        for c in slot.candidates:
-            fraction = size_fraction(c.operator, run.shape)
-            if fraction is not None and not c.reference and c.id in pool[slot.id]:
-                shrunk[parse_slot_id(slot.id)[1]][c.id] = fraction
+    costed = {c.id for slot in costs.slots for c in slot.candidates}
     best = None
-    for attention, fa in sorted(shrunk["attention"].items()):
-        for mlp, fm in sorted(shrunk["mlp"].items()):
-            if abs(fa - fm) > 0.05:
-                continue
-            choices = {}
-            for layer in range(run.shape.num_layers):
-                choices[slot_id(layer, "attention")], choices[slot_id(layer, "mlp")] = attention, mlp
-            architecture = Architecture(choices=choices)
-            estimate = architecture_costs(costs, architecture)
-            rank = (min(fa, fm), estimate[LATENCY])
-            if _within(run, estimate, teacher_costs) and (best is None or rank > best[0]):
-                best = (rank, architecture)
+    for fraction, attention, mlp in uniform_pairs(run):
+        if attention not in costed or mlp not in costed:  # a LUT built before the ladder was measured
+            continue
+        choices = {}
+        for layer in range(run.shape.num_layers):
+            choices[slot_id(layer, "attention")], choices[slot_id(layer, "mlp")] = attention, mlp
+        architecture = Architecture(choices=choices)
+        estimate = architecture_costs(costs, architecture)
+        if _within(run, estimate, teacher_costs) and (best is None or estimate[LATENCY] > best[0]):
+            best = (estimate[LATENCY], fraction, architecture)
     if best is None:
         run.record.finish(stage, architecture=None)
+        return UniformChoice(None, None, None)
+    limit = latency_limit(run, teacher_costs)
+    share = best[0] / limit if limit else None
+    run.record.finish(stage, architecture=best[2].model_dump(), fraction=best[1], share=share)
+    return UniformChoice(best[2], best[1], share)
+
+
+def latency_limit(run: Run, teacher: dict[str, float]) -> float | None:
+    """The run's own latency budget, in ms (None when no budget bounds it)."""
+    for budget in run.budgets:
+        if budget.cost == LATENCY:
+            return budget.limit(teacher[LATENCY])
+    return None
+
+
+def budget_note(name: str, share: float | None) -> str | None:
+    """The report's line for a method more than NEAR under its latency budget: faster than the others,
+    so not compared with them at matched latency. None for one that uses its budget."""
+    if share is None or share >= 1 - NEAR:
         return None
-    run.record.finish(stage, architecture=best[1].model_dump(), fraction=best[0][0])
-    return finetune(run, Method(name="uniform", architecture=best[1]), distill_job)
+    return (
+        f"{name} uses {share:.0%} of its latency budget: it cannot come within {NEAR:.0%} of it, so it "
+        "is faster than the methods that do and is not compared with them at matched latency."
+    )
+
+
+def uniform(run: Run, distill_job: str, choice: UniformChoice) -> Method | None:
+    """The uniform baseline: its choice, finetuned as every method is (None when nothing met the budgets)."""
+    if choice.architecture is None:
+        return None
+    return finetune(run, Method(name="uniform", architecture=choice.architecture), distill_job)
 
 
 def _within(run: Run, estimate: dict[str, float], teacher: dict[str, float]) -> bool:
     for budget in run.budgets:
-        limit = budget.max if budget.max is not None else budget.fraction * teacher[budget.cost]
+        limit = budget.limit(teacher[budget.cost])
         if estimate[budget.cost] > limit * (1 + 1e-9):
             return False
     return True

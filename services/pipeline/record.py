@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.files import atomic_path
+from shared.files import atomic_path, check_regular
 from shared.schemas.operators import Architecture
 from shared.schemas.search import Budget
+from shared.schemas.shape import one_line
 
 RECORD = "run.json"
 LOCK = ".run.lock"  # held by the one unast compress writing the run directory
@@ -84,6 +85,7 @@ class StageRecord(BaseModel):
     solutions: int | None = None
     architecture: Architecture | None = None
     fraction: float | None = None
+    share: float | None = None  # of the latency budget (the uniform baseline's choice)
     files: int | None = None
 
 
@@ -108,11 +110,26 @@ def lock(directory: Path) -> IO | None:
     return held
 
 
+class RecordError(ValueError):
+    """A run.json this command cannot read: it is refused, not overwritten (it may be someone's)."""
+
+
 class RunRecord:
     def __init__(self, directory: Path):
         self.directory = directory
         self.path = directory / RECORD
-        self.data = Record.model_validate_json(self.path.read_text()) if self.path.exists() else Record()
+        self.data = self._read() if self.path.exists() else Record()
+
+    def _read(self) -> Record:
+        try:  # a FIFO would block the read for good
+            return Record.model_validate_json(check_regular(self.path).read_bytes())
+        except ValidationError as exc:  # not JSON, or not a record's fields and types
+            problem = one_line(exc)
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+        raise RecordError(
+            f"{RECORD} is not a record of unast compress ({problem}); move it or use another --out"
+        )
 
     def stage(self, name: str) -> StageRecord:
         return self.data.stages.get(name) or StageRecord()

@@ -148,7 +148,7 @@ def search_figure(report: Report, path: Path) -> str | None:
         )
     for budget in report.budgets:
         if budget.cost == cost:
-            limit = budget.max if budget.max is not None else budget.fraction * teacher_ms
+            limit = budget.limit(teacher_ms)
             ax.axvline(limit, color="tab:red", ls="--", label=f"budget {limit:.2f} ms")
     ax.set(
         xlabel=f"predicted {cost}, whole model (ms, LUT): the binding latency",
@@ -257,6 +257,7 @@ COLUMNS = (
     "ppl before finetune",
     "ppl after",
     "LUT latency ms",
+    "of budget",
     "measured ms",
     "memory MiB",
     "params",
@@ -265,8 +266,17 @@ COLUMNS = (
 )
 
 
-def table_row(row: Row, teacher: Row, shape: ModelShape) -> str:
+def latency_budget(report: "Report") -> float | None:
+    """The run's own latency budget in ms (None when no budget bounds latency_ms)."""
+    for budget in report.budgets:
+        if budget.cost == "latency_ms":
+            return budget.limit(report.rows[0].estimate.latency_ms)
+    return None
+
+
+def table_row(row: Row, teacher: Row, shape: ModelShape, budget_ms: float | None) -> str:
     measured = f"{row.measured_ms:.3f}" if row.measured_ms is not None else "-"
+    share = f"{row.estimate.latency_ms / budget_ms:.0%}" if budget_ms else "-"
     measured_speed = "-"
     if row.measured_ms and teacher.measured_ms:
         measured_speed = f"{teacher.measured_ms / row.measured_ms:.2f}x"
@@ -276,6 +286,7 @@ def table_row(row: Row, teacher: Row, shape: ModelShape) -> str:
         f"{row.ppl_before:.2f}",
         f"{row.ppl_after:.2f}",
         f"{row.estimate.latency_ms:.3f}",
+        share,
         measured,
         f"{row.estimate.memory_bytes / MIB:.2f}",
         f"{row.estimate.params:,}",
@@ -314,11 +325,12 @@ def markdown(report: Report, figures: list[str]) -> str:
         "",
         "Held-out perplexity on the same held-out tokens for every row; every method finetuned for the "
         f"same {report.config['finetune_steps']} steps on the same data. Latency: LUT-predicted for the "
-        "whole model, and measured whole on the device (the profiler, p10 of its runs).",
+        "whole model (and as a share of the latency budget), and measured whole on the device (the "
+        "profiler, p10 of its runs).",
         "",
         "| " + " | ".join(columns(report)) + " |",
         "|" + " --- |" * len(columns(report)),
-        *(table_row(row, teacher, shape) for row in report.rows),
+        *(table_row(row, teacher, shape, latency_budget(report)) for row in report.rows),
         "",
         *[f"- {note}" for note in report.notes],
         "",

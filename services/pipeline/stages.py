@@ -39,7 +39,7 @@ from shared.schemas.lut import (
     Validation,
     ValidationRequest,
 )
-from shared.schemas.operators import OperatorSpec, spec_name
+from shared.schemas.operators import Architecture, OperatorSpec, operator_from_name, spec_name
 from shared.schemas.scores import ScoreTable
 from shared.schemas.search import Budget, Candidate, SearchRequest, SearchResponse, Slot, Unreachable
 from shared.schemas.shape import ModelShape
@@ -71,6 +71,7 @@ class Run:
     format: decilm.Format = "unast"  # --format: nemotron-nas keeps every method to the servable pool
     targets: list[Target] = field(default_factory=list)  # the LUTs the budgets need, the run's own first
     data: Prepared | None = None  # --data, prepared (data.py); None: the built-in corpus
+    uniform: Architecture | None = None  # the uniform baseline's choice, distilled beside the pools
     stopping: bool = False
 
     @cached_property
@@ -84,10 +85,14 @@ class Run:
             pools["nemotron-nas"] = slot_pools(self.shape, self.config.pool, "nemotron-nas")
         return pools
 
-    @cached_property
+    @property
     def candidates(self) -> dict[str, list[OperatorSpec]]:
-        """Every slot's candidates the distill job learns: the pools of every format, joined."""
-        return merged(*self.pools.values())
+        """Every slot's candidates the distill job learns: the pools of every format and the uniform
+        baseline's choice, joined."""
+        uniform = {}
+        if self.uniform is not None:
+            uniform = {slot: [operator_from_name(c)] for slot, c in self.uniform.choices.items()}
+        return merged(*self.pools.values(), uniform)
 
     def check_stop(self) -> None:
         if self.stopping:

@@ -96,9 +96,7 @@ def binding(budgets: list[Budget], costs: dict[str, float], teacher: dict[str, f
     """The latency an architecture comes closest to its budget in (its value over the limit): what the
     report's figures plot against. latency_ms when no budget is on a latency."""
     shares = {
-        b.cost: costs[b.cost] / (b.max if b.max is not None else b.fraction * teacher[b.cost])
-        for b in budgets
-        if b.cost.endswith("latency_ms")
+        b.cost: costs[b.cost] / b.limit(teacher[b.cost]) for b in budgets if b.cost.endswith("latency_ms")
     }
     return max(shares, key=shares.__getitem__) if shares else "latency_ms"
 

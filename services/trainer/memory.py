@@ -3,8 +3,8 @@
 Rough on purpose, like the profiler's limits (services/profiler/limits.py): it tells a job that fits
 from one that cannot by orders of magnitude (seq_len 131072 x batch_size 4096), not a tight bound.
 Each kind's spec declares its footprint (batch, sequence length, training or not); the model is the
-student the spec names (a student, a rank job's winner, a finetuned model), or else taken at its
-teacher's size (a distill, score or rank job runs the teacher; a directory may be an export, no larger);
+student the spec names (a student, a rank job's winner, a finetuned model), a directory's as its
+config.json describes it (a teacher, an export), or else the teacher (a distill, score or rank job);
 shared/costs.py's job_memory_bytes counts the rest, all in float32.
 
 The device is the trainer's (UNAST_TRAINER_DEVICE): this machine's memory for `cpu`; a CUDA device's,
@@ -13,7 +13,6 @@ MEMORY_SHARE of it.
 """
 
 import functools
-import json
 import logging
 import os
 import subprocess
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from services.trainer.models import QUEUE
 from shared.costs import MEMORY_SHARE, job_memory_bytes
 from shared.errors import ApiError
+from shared.pretrained import read_config
 from shared.schemas.operators import Architecture
 from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import (
@@ -138,9 +138,8 @@ def _student(teacher: Model | None, architecture: Architecture) -> Model | None:
 
 
 def _directory(directory: str) -> Model | None:
-    """A model directory's shape, at its teacher's size."""
+    """The model a directory's config.json describes (an export's own architecture, a teacher's)."""
     try:
-        shape = ModelShape.from_hf_config(json.loads((Path(directory) / "config.json").read_text()))
-    except (OSError, TypeError, ValueError, KeyError):
+        return read_config(Path(directory))
+    except ValueError:
         return None
-    return shape, Architecture.teacher(shape)

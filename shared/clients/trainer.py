@@ -1,6 +1,6 @@
 """Typed client of the trainer API: specs and results are the contract in shared/schemas/trainer.py."""
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 from pydantic import BaseModel
@@ -31,6 +31,15 @@ class TrainerClient(JobsClient):
     def artifacts(self, job_id: str) -> list[Artifact]:
         return [Artifact.model_validate(a) for a in self.request("GET", f"/v1/jobs/{job_id}/artifacts")]
 
+    def download_folder(self, job_id: str, files: list[str], folder: str, target: Path) -> None:
+        """The files a job lists under `folder` of its own (export/config.json, ...), into `target` with
+        their paths below `folder`. The names come from the service: every one is checked before
+        anything is written, and one that would land outside `target` (absolute, `..`, a link out of
+        it) is a ServiceError."""
+        inside = [(file, below(target, folder, file)) for file in files]
+        for file, path in inside:
+            self.download(job_id, file, path)
+
     def download(self, job_id: str, file: str, target: Path) -> None:
         """One file a job wrote (a path inside its folder, e.g. export/model.onnx), streamed to `target`
         and put in place whole."""
@@ -50,3 +59,18 @@ class TrainerClient(JobsClient):
             raise ServiceError(
                 503, "unreachable", f"{self.http.base_url} stopped sending {file} ({exc})"
             ) from None
+
+
+def below(target: Path, folder: str, name: str) -> Path:
+    """Where a file the service names `folder/...` goes under `target`; ServiceError when that is not
+    inside `target`, as written or once the links already there are followed."""
+    parts = PurePosixPath(name).parts
+    written = len(parts) > 1 and parts[0] == folder and ".." not in parts and "\0" not in name
+    path = target.joinpath(*parts[1:]) if written else target
+    if not written or not path.resolve().is_relative_to(target.resolve()):
+        raise ServiceError(
+            502,
+            "bad_file_name",
+            f"refused the file name {name!r} from the service: not a file under {folder}/",
+        )
+    return path

@@ -55,6 +55,10 @@ class Budget(BaseModel):
             raise ValueError("give exactly one of max or fraction")
         return self
 
+    def limit(self, reference: float) -> float:
+        """The budget's whole-model value, given the reference architecture's (the teacher's)."""
+        return self.max if self.max is not None else self.fraction * reference
+
 
 Gap = Annotated[
     float,

@@ -39,8 +39,7 @@ EVAL_COST = 1 / 3  # a held-out batch (forward passes only) against a training s
 
 
 def check(spec: DistillSpec, settings: Settings, _session: Session) -> DistillSpec:
-    teacher = inputs.model_dir("body.teacher", spec.teacher, settings)
-    shape = inputs.model_shape("body.teacher", teacher)
+    teacher, shape = inputs.model_dir("body.teacher", spec.teacher, settings)
     teacher_attention = teacher_operator(shape, "attention")
     servable = spec.format == "nemotron-nas"
     if servable and (why := decilm.family_problem(shape)) is not None:

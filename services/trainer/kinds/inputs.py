@@ -7,7 +7,6 @@ Each problem is a 422 naming the field. Paths come back resolved (absolute, syml
 is what gets stored and run.
 """
 
-import json
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from services.trainer.named_teacher import check_named_teacher
 from shared.errors import invalid
 from shared.files import check_regular
 from shared.paths import confine, input_roots
+from shared.pretrained import read_model
 from shared.schemas.operators import Architecture, is_teacher, spec_name
 from shared.schemas.shape import ModelShape
 from shared.settings import Settings
@@ -40,8 +40,12 @@ def regular(field: str, file: Path) -> Path:
         raise invalid(field, str(exc)) from None
 
 
-def model_dir(field: str, path: str, settings: Settings, *, tokenizer: bool = True) -> Path:
-    """A Hugging Face model directory: config.json, safetensors weights, (and) tokenizer.json."""
+def model_dir(
+    field: str, path: str, settings: Settings, *, tokenizer: bool = True
+) -> tuple[Path, ModelShape]:
+    """A Hugging Face model directory: config.json, safetensors weights, (and) tokenizer.json; and the
+    model it holds, which every kind taking one checks here alike: its config builds a model we compute
+    exactly and its weights' headers match that model (shared/pretrained.py; no tensor is read)."""
     directory = inside_roots(field, path, settings)
     if not directory.is_dir():
         raise invalid(field, f"{path} is not a directory")
@@ -58,14 +62,15 @@ def model_dir(field: str, path: str, settings: Settings, *, tokenizer: bool = Tr
             inside_roots(field, file, settings)  # a file that links out of the roots is refused
             regular(field, file)  # a FIFO would block the worker that opens it, for good
     check_named_teacher(field, directory, settings)
-    return directory
+    return directory, model_shape(field, directory)
 
 
 def model_shape(field: str, directory: Path) -> ModelShape:
     try:
-        return ModelShape.from_hf_config(json.loads((directory / "config.json").read_text()))
-    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and ValidationError are ValueErrors
-        raise invalid(field, f"config.json is not a supported model: {exc}") from None
+        shape, _ = read_model(directory)
+    except ValueError as exc:
+        raise invalid(field, f"not a model the trainer loads: {exc}") from None
+    return shape
 
 
 def dataset(field: str, value: str, settings: Settings) -> str:

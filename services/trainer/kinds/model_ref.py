@@ -36,8 +36,7 @@ def check_model(
         raise invalid(f"{field}.source", f"this job takes {', '.join(sorted(sources))}, not {ref.source}")
     match ref:
         case DirectoryModel():
-            directory = inputs.model_dir(f"{field}.path", ref.path, settings)
-            inputs.model_shape(f"{field}.path", directory)  # a model we compute exactly, or a 422
+            directory, _ = inputs.model_dir(f"{field}.path", ref.path, settings)
             return ref.model_copy(update={"path": str(directory)})
         case StudentModel():
             distill = inputs.succeeded_job(f"{field}.distill_job", ref.distill_job, "distill", session)
