@@ -56,11 +56,6 @@ def interleaved(calls: dict[str, callable], rounds: int) -> dict[str, float]:
     return {name: statistics.quantiles(s, n=10)[0] for name, s in samples.items()}
 
 
-def fetch(run, job_id: str, files: list[str], target: Path) -> None:
-    for file in files:
-        run.services.trainer.download(job_id, file, target / Path(file).relative_to("export"))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run", type=Path, required=True, help="a finished `unast compress` run directory")
@@ -77,7 +72,7 @@ def main() -> None:
         job_id, result = trainer_job(run, "export-teacher", teacher_spec)
         assert isinstance(result, ExportResult)
         teacher_dir = args.run / "benchmarks" / "export" / "teacher"
-        fetch(run, job_id, result.files, teacher_dir)
+        run.services.trainer.download_folder(job_id, result.files, "export", teacher_dir)
         student_dir = args.run / "model"
         lut_id = done.stage("profile").lut_id
         device_id = done.stage("profile").device_id
