@@ -5,6 +5,8 @@ Weights are drawn far from transformers' initialisation (norms away from 1, bias
 matrices) so that a trait computed wrongly shows in the logits instead of hiding under 0.02-sized ones.
 """
 
+import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,14 @@ def write_checkpoint(directory: Path, model_type: str, seed: int = 0, **fields: 
 def teacher_checkpoint(directory: Path, name: str, seed: int = 0, **changes: Any) -> torch.nn.Module:
     model_type, fields = TEACHERS[name]
     return write_checkpoint(directory, model_type, seed, **(fields | changes))
+
+
+def rewrite_header(file: Path, change) -> None:
+    """The safetensors file with its JSON header changed (the tensor bytes left as they are)."""
+    data = file.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    change(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    file.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])

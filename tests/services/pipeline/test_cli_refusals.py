@@ -8,7 +8,6 @@ meets a stack that raises StackStarted, so what is accepted is seen at once, wit
 """
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import shared.model
 from services.cli import main as unast
 from services.pipeline import compress as compress_module
 from shared.model import Decoder
+from tests.hf_families import rewrite_header
 from tests.services.trainer.conftest import TEST_TEACHER
 
 
@@ -103,17 +103,6 @@ def test_a_run_json_this_command_did_not_write_is_refused_and_kept(compress, tmp
     line = refused(compress("--latency", "0.5"), "--out")
     assert "run.json is not a record of unast compress" in line and says in line
     assert (tmp_path / "run" / "run.json").read_text() == text  # not overwritten
-
-
-def rewrite_header(file: Path, change) -> None:
-    """The safetensors file with its JSON header changed (the tensor bytes left as they are)."""
-    data = file.read_bytes()
-    size = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8 : 8 + size])
-    change(header)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    file.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])
 
 
 def double_rows(header: dict) -> None:  # the offsets no longer hold the shape: a lie safetensors sees

@@ -4,7 +4,6 @@ field for distill and evaluate alike, where evaluate used to answer 201 and fail
 check (shared/pretrained.py) reads no tensor and refuses what Decoder.from_pretrained fails on."""
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from shared.schemas.operators import (
     LinearOp,
     MLPOp,
 )
+from tests.hf_families import rewrite_header
 from tests.services.trainer.conftest import TEST_TEACHER
 from tests.services.trainer.test_hostile_input import field_of
 from tests.services.trainer.test_jobs_api import distill_body
@@ -27,17 +27,6 @@ from tests.services.trainer.test_jobs_api import distill_body
 def change_config(directory: Path, **fields) -> None:
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps(config | fields))
-
-
-def change_header(directory: Path, change) -> None:
-    file = directory / "model.safetensors"
-    data = file.read_bytes()
-    size = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8 : 8 + size])
-    change(header)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    file.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])
 
 
 ONE_BLOCK = {"choices": {"block0.attn": "attn_h4_kv2_d16", "block0.mlp": "mlp_i176"}}
@@ -53,11 +42,13 @@ BROKEN = {
         "config.json: 'ffn' missing",
     ),
     "weights of another shape": (
-        lambda d: change_header(d, lambda h: h["lm_head.weight"]["shape"].reverse()),
+        lambda d: rewrite_header(d / "model.safetensors", lambda h: h["lm_head.weight"]["shape"].reverse()),
         "the weights' lm_head.weight is [64, 384]",
     ),
     "a header whose offsets lie": (
-        lambda d: change_header(d, lambda h: h["lm_head.weight"]["shape"].__setitem__(0, 999)),
+        lambda d: rewrite_header(
+            d / "model.safetensors", lambda h: h["lm_head.weight"]["shape"].__setitem__(0, 999)
+        ),
         "model.safetensors: Error while deserializing header",
     ),
 }
