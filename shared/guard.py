@@ -50,6 +50,7 @@ from shared.settings import Settings
 
 JSON_TYPE = "application/json"
 CHECKED = "unast.checked_body"  # the scope's key for the body's checked value
+FROZEN = "unast.frozen_body"  # set when the checked value's objects are frozen (`_unpickled`)
 
 SMALL_BODY = 256 * 1024  # checked where it arrives: milliseconds of the event loop
 CHECKERS = 2  # checker processes per service process, started at the first larger body
@@ -162,7 +163,12 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        await self.app(scope, self._guarded(scope, receive), send)
+        try:
+            await self.app(scope, self._guarded(scope, receive), send)
+        finally:
+            if scope.pop(FROZEN, False):
+                scope.pop(CHECKED, None)  # freed by reference counting, frozen or not
+                _thaw()
 
     def _too_large(self) -> ApiError:
         return ApiError(
@@ -192,7 +198,7 @@ class RequestGuard:
                     if body is None:
                         return {"type": "http.disconnect"}
                     if body:  # an empty one: FastAPI says what is missing
-                        scope[CHECKED] = await self._check_body(headers, route, body)
+                        scope[CHECKED] = await self._check_body(scope, headers, route, body)
                     return {"type": "http.request", "body": body, "more_body": False}
             message = await receive()  # a route without a body, or a disconnect listener afterwards
             if message["type"] == "http.request":
@@ -225,7 +231,7 @@ class RequestGuard:
             headers={"Connection": "close"},
         )
 
-    async def _check_body(self, headers: Headers, route: Any, body: bytes) -> Any:
+    async def _check_body(self, scope: Scope, headers: Headers, route: Any, body: bytes) -> Any:
         """The body's value, checked where it arrived if it is small, else in a checker process."""
         content_type = headers.get("content-type")
         if not _is_json(content_type):
@@ -249,7 +255,9 @@ class RequestGuard:
         if refusal is not None:
             status, message, details = refusal
             raise ApiError(status, message, details=details)
-        return value
+        _hold_frozen()  # matched by the _thaw when the request ends, whatever happens in between
+        scope[FROZEN] = True
+        return await anyio.to_thread.run_sync(_unpickled, value)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -335,10 +343,49 @@ def _adapter(key: bytes) -> TypeAdapter:
     return TypeAdapter(pickle.loads(key))
 
 
-def _check_apart(key: bytes, body: bytes) -> tuple[Any, tuple | None]:
-    """In a checker process: (the body's value, None), or (None, the refusal's status, message, details)."""
+def _check_apart(key: bytes, body: bytes) -> tuple[bytes | None, tuple | None]:
+    """In a checker process: (the body's value pickled, None), or (None, the refusal's status, message,
+    details). Pickled here, so that the service's process unpickles it where `_unpickled` says."""
     gc.collect()  # what cycles the last check left (the collector is off here)
     try:
-        return check_json(_adapter(key), body), None
+        return pickle.dumps(check_json(_adapter(key), body), pickle.HIGHEST_PROTOCOL), None
     except ApiError as exc:
         return None, (exc.status, exc.message, exc.details)
+
+
+# A valid 16 MB body is about two million objects. Built with the cyclic collector on, they trigger
+# full collections, and one full collection walks every object in one step, holding the GIL (and
+# /healthz) for half a second. So they are built with the collector paused and then frozen (gc.freeze:
+# no collection walks them); reference counting still frees them when the request ends, and the heap
+# is thawed once no frozen body is held.
+_frozen_bodies = 0  # requests whose body may be frozen; the heap is thawed when none is left
+_freezing = threading.Lock()
+
+
+def _hold_frozen() -> None:
+    global _frozen_bodies
+    with _freezing:
+        _frozen_bodies += 1
+
+
+def _unpickled(data: bytes) -> Any:
+    """In a thread of the service's process: a checked body's value, its objects frozen."""
+    with _freezing:  # one at a time: each pauses the collector for the whole process
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            value = pickle.loads(data)
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
+    return value
+
+
+def _thaw() -> None:
+    """A request that held a frozen body is over: when it was the last, the heap is walked again."""
+    global _frozen_bodies
+    with _freezing:
+        _frozen_bodies -= 1
+        if _frozen_bodies == 0:
+            gc.unfreeze()

@@ -3,6 +3,7 @@ reaches its route as checked (shared/api.py's CheckedRoute); /healthz answers me
 item 6). Python's JSON parser and pydantic hold the GIL for their whole run: in the service's process,
 a thread would hold /healthz as long as the body takes (seconds for a few MB)."""
 
+import gc
 import json
 import pickle
 import socket
@@ -90,6 +91,28 @@ def test_a_large_body_without_the_token_is_not_checked(in_checkers_only):
     assert_error(r, 401, "unauthorized")
 
 
+def test_a_large_bodys_objects_are_out_of_the_collectors_walks_until_its_request_ends():
+    """A full collection walks every object in one step with the GIL held: a valid 16 MB body's two
+    million objects held /healthz for half a second. Frozen, no collection walks them (guard.py)."""
+    app = service_app("test", Settings(), description="test app")
+    router = APIRouter(route_class=CheckedRoute)
+    seen = {}
+
+    @router.post("/bags")
+    def frozen(bag: Bag) -> dict:
+        seen.update(frozen=gc.get_freeze_count(), collecting=gc.isenabled())
+        return {"items": len(bag.items)}
+
+    app.include_router(router)
+    assert gc.get_freeze_count() == 0
+    r = TestClient(app).post("/bags", json=large(names={str(i): "x" for i in range(50_000)}))
+    assert r.json() == {"items": 100_000}
+    assert seen["frozen"] > 50_000 and seen["collecting"]  # the body's dict among them; the collector on
+    assert gc.get_freeze_count() == 0 and gc.isenabled()  # thawed when the request ended
+    r = TestClient(app).post("/bags", json={"items": [1]})  # a small body: checked here, nothing frozen
+    assert r.json() == {"items": 1} and seen["frozen"] == 0
+
+
 def body_routes(app: FastAPI) -> list:
     return [r for r in iter_route_contexts(app.routes) if getattr(r, "body_field", None) is not None]
 
@@ -165,9 +188,19 @@ def estimate_keys(n: int) -> bytes:  # the issue's 600k `choices` keys, at the l
     return json.dumps({"shape": "tiny", "length": 8, "architecture": {"choices": choices}}).encode()
 
 
+def search_slots(n: int) -> bytes:  # valid: it reaches the route, which refuses it past the most slots
+    return json.dumps(
+        {"slots": [{"id": f"s{i}", "candidates": [{"id": "a", "score": 0}]} for i in range(n)]}
+    ).encode()
+
+
 @pytest.mark.parametrize(
     ("service", "path", "make"),
-    [("search", "/v1/search", search_zeros), ("profiler", "/v1/devices/1/estimate", estimate_keys)],
+    [
+        ("search", "/v1/search", search_zeros),
+        ("search", "/v1/search", search_slots),
+        ("profiler", "/v1/devices/1/estimate", estimate_keys),
+    ],
 )
 def test_healthz_answers_while_a_maximal_body_is_checked(sqlite_settings, service, path, make):
     settings = sqlite_settings.model_copy(update={"max_body_bytes": MAX_BODY})
