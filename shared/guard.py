@@ -245,7 +245,11 @@ class RequestGuard:
             return check_json(_ROUTES.body_type(route), body)
         checkers = _checkers()
         try:
-            checked = checkers.submit(_check_apart, _ROUTES.body_key(route), body)
+            # submitted from a thread: the first submit starts the checker processes (a fork of this
+            # process, its whole memory mapped again), which held the event loop for up to 100 ms
+            checked = await anyio.to_thread.run_sync(
+                checkers.submit, _check_apart, _ROUTES.body_key(route), body
+            )
             value, refusal = await asyncio.wrap_future(checked)
         except BrokenProcessPool:  # a checker died (out of memory?): the next body gets new ones
             _forget(checkers)
