@@ -308,6 +308,10 @@ def pipeline(run: Run) -> Path:
         if uniform is not None:
             made.append(uniform)
     unast = made[0]
+    spent = []
+    if run.config.scratch:  # after UNAST's own stages: its cost is what the scratch row gets 10x of
+        spent = methods.compression_spent(run, unast, scores)
+        made.append(methods.scratch(run, unast, spent))
 
     export = export_model(run, unast, lut)
     teacher_eval = evaluate_teacher(run)
@@ -401,6 +405,7 @@ def pipeline(run: Run) -> Path:
         format=run.format,
         form=form_lines(run, made, servable_note),
         data=data.report_lines(run.data, distilled),
+        spent=spent,
     )
     return write(report)
 
@@ -471,13 +476,20 @@ def notes(rows: list[Row], budget_ms: float | None) -> list[str]:
             f"UNAST's perplexity after finetuning is {abs(change):.1%} {word} depth pruning's "
             f"(goal: at least 5% below)."
         )
-    others = ("teacher", "unast", methods.SERVABLE_ROW)
+    others = ("teacher", "unast", methods.SERVABLE_ROW, "scratch")
     baselines = [r for name, r in by.items() if name not in others and name not in short]
     if baselines:
         best = min(baselines, key=lambda r: r.ppl_after)
         out.append(
             f"The best baseline after finetuning at matched latency, {best.name}, reaches "
             f"{best.ppl_after:.2f} (UNAST {unast:.2f})."
+        )
+    if "scratch" in by:
+        change = unast / by["scratch"].ppl_after - 1
+        word = "below" if change < 0 else "above"
+        out.append(
+            f"Its architecture trained from scratch on {methods.SCRATCH_TOKENS}x the tokens reaches "
+            f"{by['scratch'].ppl_after:.2f}: UNAST is {abs(change):.1%} {word} it."
         )
     gap = by["unast"].ppl_before / rows[0].ppl_after - 1  # the teacher's row is the first
     out.append(f"UNAST before finetuning is {gap:+.1%} from the teacher's perplexity (goal: within 5%).")

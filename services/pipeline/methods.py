@@ -9,12 +9,17 @@ the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E
 - uniform: every block the same, its attention and its MLP shrunk by the same fraction of the teacher's
   size (the uniform ladder's rungs, in steps of 1/40; distilled like the others, no search): the rung of
   the largest latency that meets the budgets, so that it uses its budget as the others do.
+- scratch (with `scratch` in the configuration): UNAST's architecture from random weights, trained by
+  lm loss on the same data with SCRATCH_TOKENS times the tokens the compression trained UNAST's model
+  on (distill, scores, rank, finetune), with the demo teacher's own recipe: the paper's claim that
+  compressing costs about a tenth of training the smaller model from scratch, measured.
 - unast (nemotron-nas), in the default format beside unast: the same search, ranking and finetune over
   the servable pool (what the DeciLM / Nemotron-NAS form expresses), from the same distill job: what
   serving in that form costs at the same budget. With `--format nemotron-nas` every method keeps to
   the servable pool.
 """
 
+import math
 from dataclasses import dataclass
 
 from services.pipeline.record import digest
@@ -38,6 +43,7 @@ from shared.schemas.trainer import (
     RankResult,
     RankSpec,
     RankWinner,
+    ScratchModel,
     StudentModel,
 )
 from shared.search_input import architecture_costs, search_request
@@ -267,6 +273,60 @@ def _within(run: Run, estimate: dict[str, float], teacher: dict[str, float]) -> 
         if estimate[budget.cost] > limit * (1 + 1e-9):
             return False
     return True
+
+
+SCRATCH_TOKENS = 10  # the paper: compressing costs about a tenth of training from scratch
+SCRATCH_STAGES = ("distill", "score", "unast-rank", "unast-finetune")  # what UNAST's model was trained by
+
+
+@dataclass
+class Spent:
+    """What one stage spent on the model: tokens it trained on (held-out tokens for the scores, which
+    every candidate reads) and its wall time, s (None before the stage has run)."""
+
+    stage: str
+    tokens: int
+    wall_s: float | None
+
+
+def compression_spent(run: Run, unast: Method, scores: ScoreTable) -> list[Spent]:
+    """The tokens and time the compression spent training UNAST's model, stage by stage. The distill
+    job also learns the baselines' candidates: its time counts them too."""
+    config = run.config
+    ranked = len(unast.ranked.ranking) if unast.ranked else 0
+    tokens = {
+        "distill": config.distill_steps * config.distill_batch * config.seq_len,
+        "score": scores.tokens,
+        "unast-rank": ranked * config.rank_steps * config.batch * config.seq_len,
+        "unast-finetune": unast.finetuned.tokens_trained,
+    }
+    return [Spent(stage, tokens[stage], run.record.stage(stage).wall_s) for stage in SCRATCH_STAGES]
+
+
+def scratch(run: Run, unast: Method, spent: list[Spent]) -> Method:
+    """UNAST's architecture from random weights, trained on SCRATCH_TOKENS times the compression's
+    tokens by lm loss with the demo teacher's recipe (models/shakespeare-teacher/training.json: AdamW,
+    1e-3 decaying to 1e-4, a fifteenth of the steps warm-up, weight decay 0.1)."""
+    tokens = SCRATCH_TOKENS * sum(s.tokens for s in spent)
+    steps = math.ceil(tokens / (run.config.batch * run.config.seq_len))
+    spec = FinetuneSpec(
+        model=ScratchModel(teacher=str(run.teacher), architecture=unast.architecture),
+        steps=steps,
+        eval_every=max(1, steps // 10),
+        eval_batches=run.config.eval_batches,
+        batch_size=run.config.batch,
+        seq_len=run.config.seq_len,
+        loss="lm",
+        learning_rate=1e-3,
+        min_learning_rate=1e-4,
+        warmup=max(1, steps // 15),
+        weight_decay=0.1,
+        checkpoint_every=max(10, steps // 20),
+    )
+    method = Method(name="scratch", architecture=unast.architecture)
+    method.finetune_job, method.finetuned = trainer_job(run, "scratch", spec)
+    run.record.update("scratch", perplexity=method.finetuned.perplexity)
+    return method
 
 
 def teacher_like(architecture: Architecture, shape) -> list[bool]:

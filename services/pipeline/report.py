@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from services.pipeline.methods import Method
+from services.pipeline.methods import SCRATCH_TOKENS, Method, Spent
 from services.pipeline.record import StageRecord
 from shared.schemas.lut import Estimate, Lut, Validation
 from shared.schemas.operators import Architecture, AttentionOp, MLPOp, is_teacher
@@ -60,6 +60,7 @@ class Report:
     form: list[str] = field(default_factory=list)  # serving in the nemotron-nas form (servable.py)
     plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
     data: list[str] = field(default_factory=list)  # the data and its tokens per split (data.py)
+    spent: list[Spent] = field(default_factory=list)  # what UNAST's model cost, when a scratch row is made
 
 
 def write(report: Report) -> Path:
@@ -324,7 +325,8 @@ def markdown(report: Report, figures: list[str]) -> str:
         "## Results",
         "",
         "Held-out perplexity on the same held-out tokens for every row; every method finetuned for the "
-        f"same {report.config['finetune_steps']} steps on the same data. Latency: LUT-predicted for the "
+        f"same {report.config['finetune_steps']} steps on the same data (scratch: trained from random "
+        "weights, below). Latency: LUT-predicted for the "
         "whole model (and as a share of the latency budget), and measured whole on the device (the "
         "profiler, p10 of its runs).",
         "",
@@ -334,6 +336,7 @@ def markdown(report: Report, figures: list[str]) -> str:
         "",
         *[f"- {note}" for note in report.notes],
         "",
+        *scratch_lines(report),
         *(["## Serving in the nemotron-nas form", "", *report.form, ""] if report.form else []),
         "## Figures",
         "",
@@ -379,6 +382,39 @@ def markdown(report: Report, figures: list[str]) -> str:
         lines += ["", "## The exported model", "", *exported(report), ""]
     lines += ["", "## Configuration", "", "```json", json.dumps(report.config, indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def scratch_lines(report: Report) -> list[str]:
+    """The cost of UNAST's model beside training its architecture from scratch (the paper's claim)."""
+    rows = {r.name: r for r in report.rows}
+    if not report.spent or "scratch" not in rows:
+        return []
+    scratch, unast = rows["scratch"], rows["unast"]
+    stage = report.stages.get("scratch")
+    tokens = sum(s.tokens for s in report.spent)
+    seconds = [s.wall_s for s in report.spent]
+    total_s = f"{sum(seconds):,.0f}" if None not in seconds else "-"
+    scratch_tokens = scratch.curve[-1].step * report.config["batch"] * report.config["seq_len"]
+
+    def wall(value: float | None) -> str:
+        return f"{value:,.0f}" if value is not None else "-"
+
+    lines = [
+        "## From scratch",
+        "",
+        f"UNAST's architecture trained from random weights on the same data (lm loss, the demo teacher's "
+        f"recipe) with {SCRATCH_TOKENS}x the tokens the compression trained UNAST's model on. The distill "
+        "stage's time also covers the baselines' candidates it learns beside UNAST's.",
+        "",
+        "| training | tokens | wall s | held-out perplexity |",
+        "| --- | --- | --- | --- |",
+        *(f"| UNAST: {s.stage} | {s.tokens:,} | {wall(s.wall_s)} | |" for s in report.spent),
+        f"| **UNAST, in all** | {tokens:,} | {total_s} | {unast.ppl_after:.2f} |",
+        f"| **from scratch** | {scratch_tokens:,} | {wall(stage.wall_s if stage else None)} | "
+        f"{scratch.ppl_after:.2f} |",
+        "",
+    ]
+    return lines
 
 
 def exported(report: Report) -> list[str]:

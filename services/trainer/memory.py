@@ -42,6 +42,7 @@ from shared.schemas.trainer import (
     RankSpec,
     RankWinner,
     ScoreSpec,
+    ScratchModel,
     StudentModel,
 )
 from shared.settings import Settings
@@ -125,6 +126,8 @@ def _referenced(ref: ModelRef, session: Session) -> Model | None:
         case FinetunedModel():
             result = FinetuneResult.model_validate(QUEUE.get(session, job_id=ref.finetune_job).result)
             return _student(_directory(result.teacher), result.architecture)
+        case ScratchModel():
+            return _student(_directory(ref.teacher), ref.architecture)
     raise AssertionError(ref)
 
 

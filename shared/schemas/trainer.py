@@ -69,8 +69,17 @@ class FinetunedModel(_Frozen):
     finetune_job: JobRef
 
 
+class ScratchModel(_Frozen):
+    """An architecture of the teacher's shape with every weight drawn at random (from the job's seed):
+    what training the smaller model from scratch starts from (the report's from-scratch baseline)."""
+
+    source: Literal["scratch"] = "scratch"
+    teacher: PathField = Field(description="The teacher's directory: its shape and tokenizer, no weight.")
+    architecture: Architecture = Field(description="A search solution, as the search returned it.")
+
+
 ModelRef = Annotated[
-    DirectoryModel | StudentModel | RankWinner | FinetunedModel, Field(discriminator="source")
+    DirectoryModel | StudentModel | RankWinner | FinetunedModel | ScratchModel, Field(discriminator="source")
 ]
 
 
@@ -200,6 +209,9 @@ class TrainingSchedule(_Spec):
     learning_rate: LearningRate = 5e-4
     min_learning_rate: float = Field(5e-5, ge=0, le=10, allow_inf_nan=False)
     warmup: int = Field(0, ge=0, le=10_000_000)
+    weight_decay: float = Field(
+        0.0, ge=0, le=10, allow_inf_nan=False, description="AdamW's (none: a finetune from trained weights)."
+    )
     loss: FinetuneLoss = Field(
         "lm",
         description="lm: next-token cross-entropy (the paper's short finetune); kd: KL to the teacher's "
@@ -254,9 +266,10 @@ class RankResult(BaseModel):
 
 class FinetuneSpec(TrainingSchedule):
     kind: Literal["finetune"] = "finetune"
-    model: StudentModel | RankWinner = Field(
+    model: StudentModel | RankWinner | ScratchModel = Field(
         discriminator="source",
-        description="A student (a distill job and a search solution) or a rank job, meaning its winner.",
+        description="A student (a distill job and a search solution), a rank job, meaning its winner, or an "
+        "architecture from random weights (scratch: training the smaller model from scratch).",
     )
     steps: int = Field(500, ge=1, le=10_000_000)
     loss: FinetuneLoss = Field(

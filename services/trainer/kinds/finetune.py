@@ -42,7 +42,7 @@ from shared.model import Decoder, write_config
 from shared.schemas.trainer import CurvePoint, FinetuneResult, FinetuneSpec
 from shared.settings import Settings
 
-SOURCES = {"student", "rank"}
+SOURCES = {"student", "rank", "scratch"}
 
 
 def check(spec: FinetuneSpec, settings: Settings, session: Session) -> FinetuneSpec:
@@ -67,7 +67,7 @@ def run(ctx: JobContext) -> FinetuneResult:
         teacher = Decoder.from_pretrained(loaded.teacher).to(device).eval().requires_grad_(False)
     train, heldout = job_tokens(spec.dataset, loaded.directory)
     trained = DistributedDataParallel(model) if world > 1 else model
-    optimizer = make_optimizer(model, spec.learning_rate)
+    optimizer = make_optimizer(model, spec.learning_rate, spec.weight_decay)
     data = torch.Generator().manual_seed(spec.seed)  # the same global batches on every rank
     curve: list[CurvePoint] = []
     start = 0

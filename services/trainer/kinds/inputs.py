@@ -94,15 +94,21 @@ def succeeded_job(field: str, job_id: str, kind: str, session: Session) -> Job:
     return job
 
 
-def learned_architecture(field: str, architecture: Architecture, distill: Job) -> Architecture:
-    """An architecture its distill job can build: every slot of the teacher, each choice the teacher's
-    own operator, identity, or a candidate the job learned for that slot."""
-    shape = model_shape(field, Path(distill.spec["teacher"]))
+def shaped_architecture(field: str, architecture: Architecture, shape: ModelShape) -> Architecture:
+    """An architecture of the teacher's blocks: one choice for every slot, no more."""
     try:
         architecture.check_shape(shape)
     except ValueError as exc:
         slot = str(exc).split(":", 1)[0]
         raise invalid(f"{field}.choices.{slot}", str(exc)) from None
+    return architecture
+
+
+def learned_architecture(field: str, architecture: Architecture, distill: Job) -> Architecture:
+    """An architecture its distill job can build: every slot of the teacher, each choice the teacher's
+    own operator, identity, or a candidate the job learned for that slot."""
+    shape = model_shape(field, Path(distill.spec["teacher"]))
+    shaped_architecture(field, architecture, shape)
     learned = distill.result["operators"]
     for slot, slot_type, operator in architecture.slots():
         if operator.kind == "identity" or is_teacher(operator, shape, slot_type):

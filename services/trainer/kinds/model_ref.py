@@ -1,5 +1,6 @@
 """Which model a job works on: a model directory, a student (a distill job + an architecture), the
-winner of a rank job, or the output of a finetune job. Evaluate, finetune and export take one.
+winner of a rank job, the output of a finetune job, or an architecture of a teacher's shape from random
+weights (finetune only: training from scratch). Evaluate, finetune and export take one.
 
 A student is built from a search result as it is: `architecture` takes a search solution object
 unchanged (its `choices`; rank, objective and costs are ignored).
@@ -20,8 +21,16 @@ from services.trainer.learning.students import load_student
 from shared.errors import invalid
 from shared.files import atomic_path
 from shared.model import Decoder
+from shared.pretrained import read_model
 from shared.schemas.operators import Architecture
-from shared.schemas.trainer import DirectoryModel, FinetunedModel, ModelRef, RankWinner, StudentModel
+from shared.schemas.trainer import (
+    DirectoryModel,
+    FinetunedModel,
+    ModelRef,
+    RankWinner,
+    ScratchModel,
+    StudentModel,
+)
 from shared.settings import Settings
 
 MODEL_DIR = "model"  # a finetune job writes its model as <job dir>/model/
@@ -45,6 +54,10 @@ def check_model(
             inputs.succeeded_job(f"{field}.rank_job", ref.rank_job, "rank", session)
         case FinetunedModel():
             inputs.succeeded_job(f"{field}.finetune_job", ref.finetune_job, "finetune", session)
+        case ScratchModel():
+            directory, shape = inputs.model_dir(f"{field}.teacher", ref.teacher, settings)
+            inputs.shaped_architecture(f"{field}.architecture", ref.architecture, shape)
+            return ref.model_copy(update={"teacher": str(directory)})
     return ref
 
 
@@ -79,6 +92,11 @@ def load_model(ctx: JobContext, ref: ModelRef, device: torch.device) -> Loaded:
             model = Decoder.from_pretrained(directory).to(device)
             lineage = {**finetune.result["lineage"], "finetune_job": finetune.id}
             return Loaded(model, directory, Path(finetune.result["teacher"]), lineage)
+        case ScratchModel():
+            teacher = Path(ref.teacher)
+            shape, _ = read_model(teacher)  # the shape alone: no weight of the teacher is read
+            model = Decoder(shape, ref.architecture).to(device)  # drawn from the seed the job set
+            return Loaded(model, teacher, teacher, {"scratch": str(teacher)})
     raise AssertionError(ref)
 
 

@@ -118,7 +118,7 @@ def short_finetune(
     student = load_student(teacher, bench.distill_dir, architecture)
     evaluate = {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "batches": spec.eval_batches}
     before = heldout_loss(student, heldout, device=device, **evaluate)
-    optimizer = make_optimizer(student, spec.learning_rate)
+    optimizer = make_optimizer(student, spec.learning_rate, spec.weight_decay)
     objective = Objective.of(spec)
     data = torch.Generator().manual_seed(spec.seed)  # every architecture sees the same batches
     logged = time.monotonic()

@@ -88,7 +88,7 @@ def record(tmp_path: Path) -> dict:
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, trained_teacher):
     teacher = make_teacher(sqlite_settings, trained_teacher)
-    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY | {"scratch": True}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | sqlite_settings.to_env()
     env |= {f"UNAST_{name}_PORT": str(free_port()) for name in ("PROFILER", "SEARCH", "TRAINER")}
     env |= {"UNAST_TRAINER_HEARTBEAT_S": "0.5", "UNAST_TRAINER_STALE_S": "2", "UNAST_TRAINER_POLL_S": "0.2"}
@@ -160,8 +160,20 @@ def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, 
     report = (run / "report.md").read_text()
     for figure in ("architecture.png", "search.png", "rank.png", "latency.png", "finetune.png"):
         assert (run / "figures" / figure).stat().st_size > 1000 and f"figures/{figure}" in report
-    for method in ("| teacher |", "| unast |", "| unast-depth |", "| depth |"):
+    for method in ("| teacher |", "| unast |", "| unast-depth |", "| depth |", "| scratch |"):
         assert method in report
+    # from scratch: UNAST's architecture from random weights, on 10x the tokens UNAST's model cost
+    cells = {}  # a row's name -> its cells, the first table's row where two tables name it (scratch)
+    for line in report.splitlines():
+        if line.startswith("|"):
+            cells.setdefault(line.split("|")[1].strip(), line.split("|")[2:-1])
+    spent = int(cells["**UNAST, in all**"][0].replace(",", ""))
+    assert (
+        spent == 40 * 4 * 32 + 2 * 4 * 32 + 4 * 3 * 4 * 32 + 6 * 4 * 32
+    )  # distill, score, rank K=4, finetune
+    assert int(cells["**from scratch**"][0].replace(",", "")) == 10 * spent
+    assert float(cells["scratch"][1]) > 384 / 2 > float(cells["scratch"][2])  # random, then trained
+    assert after["scratch"]["state"] == "done" and "trained from scratch on 10x the tokens" in report
     exported = Decoder.from_pretrained(run / "model")
     provenance = json.loads((run / "model" / "provenance.json").read_text())
     assert provenance["jobs"]["finetune_job"] == after["unast-finetune"]["job_id"]

@@ -54,6 +54,7 @@ from shared.schemas.trainer import (
     RankSpec,
     RankWinner,
     ScoreSpec,
+    ScratchModel,
     StudentModel,
 )
 from shared.settings import Settings
@@ -260,6 +261,57 @@ def test_bad_rank_and_finetune_specs_are_422s_naming_the_field(stage):
     accepted = trainer.request("POST", "/v1/jobs", json=raw_rank(architectures=[first]))
     assert accepted["spec"]["architectures"] == [{"choices": first["choices"]}]
     trainer.cancel(accepted["id"])
+
+
+def test_an_architecture_trains_from_scratch(stage):
+    """The report's from-scratch baseline: the search's architecture at the teacher's shape, every
+    weight drawn from the job's seed (none of the teacher's, none distilled), trained by lm loss."""
+    settings, trainer, solution = stage["settings"], stage["trainer"], stage["solutions"][0]
+    teacher = Path(DistillSpec.model_validate(stage["distill"].spec).teacher)
+    spec = FinetuneSpec(
+        model=ScratchModel(teacher=str(teacher), architecture=solution),
+        dataset=stage["dataset"],
+        steps=40,
+        eval_every=20,
+        loss="lm",
+        learning_rate=3e-3,
+        warmup=4,
+        **QUICK,
+    )
+    first = trainer.submit(spec)
+    run_next(settings)
+    trained = succeeded(trainer, first, FinetuneResult)
+    assert trained.architecture.choices == solution.choices and trained.lineage == {"scratch": str(teacher)}
+    assert trained.teacher == str(teacher) and trained.tokens_trained == 40 * 4 * 32
+    # random weights: about as uncertain as the vocabulary is large, then learning
+    assert trained.curve[0].perplexity > 384 / 2 and trained.perplexity < trained.curve[0].perplexity / 2
+    # the student of the same architecture starts from what distillation learned: far lower
+    student = StudentModel(distill_job=stage["distill"].id, architecture=solution)
+    tuned = trainer.submit(spec.model_copy(update={"model": student, "steps": 1, "warmup": 0}))
+    run_next(settings)
+    assert succeeded(trainer, tuned, FinetuneResult).curve[0].perplexity < trained.curve[0].perplexity / 4
+    # drawn from the seed: another seed starts elsewhere, the same seed where it started
+    reseeded = trainer.submit(spec.model_copy(update={"seed": spec.seed + 1, "steps": 1, "warmup": 0}))
+    again = trainer.submit(spec.model_copy(update={"steps": 1, "warmup": 0}))
+    run_next(settings)
+    run_next(settings)
+    assert succeeded(trainer, again, FinetuneResult).curve[0].loss == trained.curve[0].loss
+    assert succeeded(trainer, reseeded, FinetuneResult).curve[0].loss != trained.curve[0].loss
+
+    def refusal(model: dict, kind: str = "finetune") -> list[str]:
+        body = {"kind": kind, "model": model, "dataset": stage["dataset"]} | (
+            {"steps": 2} if kind == "finetune" else {}
+        )
+        with pytest.raises(ServiceError) as err:
+            trainer.request("POST", "/v1/jobs", json=body)
+        assert err.value.status == 422, err.value
+        return [d["field"] for d in err.value.details]
+
+    scratch = spec.model.model_dump(mode="json")
+    short = {"choices": {k: v for k, v in solution.choices.items() if k.startswith("block0")}}
+    assert refusal({**scratch, "architecture": short}) == ["body.model.architecture.choices.block1.attn"]
+    assert refusal({**scratch, "teacher": "/etc"}) == ["body.model.teacher"]
+    assert refusal(scratch, kind="evaluate") == ["body.model.source"]  # random weights: nothing to evaluate
 
 
 def worker_process(settings: Settings) -> subprocess.Popen:
