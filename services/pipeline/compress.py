@@ -384,6 +384,7 @@ def pipeline(run: Run) -> Path:
             format=searched.format,
         )
     )
+    budget_ms = methods.latency_limit(run, teacher_costs)
     report = Report(
         out=run.out,
         shape=run.shape,
@@ -401,11 +402,12 @@ def pipeline(run: Run) -> Path:
         plotted=(plotted, teacher_costs[plotted]),
         stages=run.record.data.stages,
         export=export,
-        notes=notes(rows, methods.latency_limit(run, teacher_costs)),
+        notes=notes(rows, budget_ms),
         format=run.format,
         form=form_lines(run, made, servable_note),
         data=data.report_lines(run.data, distilled),
         spent=spent,
+        latency_budget_ms=budget_ms,
     )
     return write(report)
 

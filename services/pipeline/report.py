@@ -60,6 +60,7 @@ class Report:
     form: list[str] = field(default_factory=list)  # serving in the nemotron-nas form (servable.py)
     plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
     data: list[str] = field(default_factory=list)  # the data and its tokens per split (data.py)
+    latency_budget_ms: float | None = None  # the run's own latency budget (methods.latency_limit)
     spent: list[Spent] = field(default_factory=list)  # what UNAST's model cost, when a scratch row is made
 
 
@@ -267,14 +268,6 @@ COLUMNS = (
 )
 
 
-def latency_budget(report: "Report") -> float | None:
-    """The run's own latency budget in ms (None when no budget bounds latency_ms)."""
-    for budget in report.budgets:
-        if budget.cost == "latency_ms":
-            return budget.limit(report.rows[0].estimate.latency_ms)
-    return None
-
-
 def table_row(row: Row, teacher: Row, shape: ModelShape, budget_ms: float | None) -> str:
     measured = f"{row.measured_ms:.3f}" if row.measured_ms is not None else "-"
     share = f"{row.estimate.latency_ms / budget_ms:.0%}" if budget_ms else "-"
@@ -332,7 +325,7 @@ def markdown(report: Report, figures: list[str]) -> str:
         "",
         "| " + " | ".join(columns(report)) + " |",
         "|" + " --- |" * len(columns(report)),
-        *(table_row(row, teacher, shape, latency_budget(report)) for row in report.rows),
+        *(table_row(row, teacher, shape, report.latency_budget_ms) for row in report.rows),
         "",
         *[f"- {note}" for note in report.notes],
         "",

@@ -173,6 +173,8 @@ def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, 
     )  # distill, score, rank K=4, finetune
     assert int(cells["**from scratch**"][0].replace(",", "")) == 10 * spent
     assert float(cells["scratch"][1]) > 384 / 2 > float(cells["scratch"][2])  # random, then trained
+    for method in ("unast", "depth", "scratch"):  # every method meets the latency budget: its share, <= 100%
+        assert 0 < int(cells[method][4].strip().removesuffix("%")) <= 100, cells[method]
     assert after["scratch"]["state"] == "done" and "trained from scratch on 10x the tokens" in report
     exported = Decoder.from_pretrained(run / "model")
     provenance = json.loads((run / "model" / "provenance.json").read_text())
