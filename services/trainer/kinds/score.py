@@ -1,4 +1,8 @@
 """The score job: held-out e_ij for a distill job's candidates, batch by batch, with checkpoints.
+Under torchrun the (slot, candidate) pairs are shared out among the ranks, balanced by how many slots
+each runs (a pair runs from its slot to the end of the model): every rank runs the teacher once per
+batch and only its own pairs; the per-batch sums are added up across ranks, so the table is the one
+a single process computes.
 
 The result is a ScoreTable (shared/schemas/scores.py): per slot, every candidate with its score, its
 paired standard error and its operator, the teacher's own operator marked `reference`; joined with a
@@ -19,7 +23,7 @@ from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
 from services.trainer.learning.data import heldout_batches, job_tokens
-from services.trainer.learning.distributed import job_device
+from services.trainer.learning.distributed import job_device, owners, rank_and_world, summed
 from services.trainer.learning.scores import batch_loss_sums
 from services.trainer.learning.stats import spearman
 from services.trainer.learning.students import load_candidates
@@ -41,6 +45,7 @@ def run(ctx: JobContext) -> ScoreTable:
     spec = ScoreSpec.model_validate(ctx.spec)
     distill = ctx.job(spec.distill_job)
     teacher_dir = Path(distill.spec["teacher"])
+    rank, world = rank_and_world()
     device = job_device(ctx.settings)
     teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
     candidates = load_candidates(distill.directory, teacher)
@@ -54,29 +59,47 @@ def run(ctx: JobContext) -> ScoreTable:
         for cid, module in modules.items()
         if module is not teacher.operator(slot)
     ]
+    slot_index = {slot: i for i, (slot, _) in enumerate(teacher.slots())}
+    owner = owners([len(slot_index) - slot_index[slot] for slot, _ in pairs], world)
+    own = [j for j, r in enumerate(owner) if r == rank]  # this rank's pairs
+    running: dict = {}
+    for j in own:
+        slot, cid = pairs[j]
+        running.setdefault(slot, {})[cid] = candidates[slot][cid]
+    # this rank's columns: the teacher's (rank 0's), then its pairs'; the others stay 0 until summed
+    mine = torch.zeros(1 + len(pairs), dtype=torch.float64)
+    mine[[1 + j for j in own] + ([0] if rank == 0 else [])] = 1
+    shares = [owner.count(r) for r in range(world)]
+    ctx.log(f"scoring {len(pairs)} (slot, candidate) pairs; per process: {', '.join(map(str, shares))}")
     sums = torch.zeros(len(batches), 1 + len(pairs), dtype=torch.float64)
     start = 0
     if (checkpoint := ctx.load_checkpoint()) is not None:
-        sums, start = checkpoint.extra["sums"], checkpoint.step
+        sums, start = checkpoint.extra["sums"] * mine, checkpoint.step
     for step in range(start, len(batches)):
         ctx.step(step, len(batches))
         idx, targets = (t.to(device) for t in batches[step])
-        teacher_sum, by_slot = batch_loss_sums(teacher, candidates, idx, targets)
-        sums[step] = torch.tensor([teacher_sum] + [by_slot[s][c] for s, c in pairs], dtype=torch.float64)
+        teacher_sum, by_slot = batch_loss_sums(teacher, running, idx, targets)
+        sums[step, 0] = teacher_sum
+        for j in own:
+            sums[step, 1 + j] = by_slot[pairs[j][0]][pairs[j][1]]
+        sums[step] *= mine
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < len(batches):
-            ctx.save_checkpoint(step=step + 1, model={}, extra={"sums": sums})
+            every = summed(sums, device)  # a collective: every rank takes part
+            if rank == 0:
+                ctx.save_checkpoint(step=step + 1, model={}, extra={"sums": every})
+    sums = summed(sums, device)
     ctx.step(len(batches), len(batches))
     # the per-batch sums, for studies of the scores' noise (benchmarks/score_noise.py)
     columns = ["teacher"] + [f"{slot}/{cid}" for slot, cid in pairs]
-    ctx.save_artifact(
-        BATCH_LOSSES, {"sums": sums}, {"columns": columns, "tokens_per_batch": spec.batch_size * spec.seq_len}
-    )
+    if rank == 0:
+        meta = {"columns": columns, "tokens_per_batch": spec.batch_size * spec.seq_len}
+        ctx.save_artifact(BATCH_LOSSES, {"sums": sums}, meta)
     tokens_per_batch = spec.batch_size * spec.seq_len
     table = table_from_sums(
         sums.numpy(), pairs, tokens_per_batch, candidates, teacher, distill.result["operators"]
     )
     ctx.log(
-        f"teacher held-out loss {table.teacher_loss:.4f} over {table.tokens} tokens; "
+        f"teacher held-out loss {table.teacher_loss:.4f} over {table.tokens} tokens on {world} process(es); "
         f"half-split rank stability {table.rank_stability}"
     )
     return table

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from services.trainer.learning.distill import build_students, capture
+from services.trainer.learning.distributed import owners
 from services.trainer.learning.scores import score_table
 from shared.model import Decoder
 from shared.schemas.operators import IdentityOp, LinearOp, MLPOp, teacher_operator
@@ -45,3 +46,15 @@ def test_scores_equal_full_recomputation_with_the_slot_replaced():
             with torch.no_grad():
                 full = sum(replaced.loss(idx, tgt).item() for idx, tgt in heldout()) / len(heldout())
             assert score == pytest.approx(full - teacher_loss, abs=1e-5), (slot, cid)
+
+
+def test_work_is_shared_out_by_cost_the_same_way_on_every_rank():
+    costs = [4, 3, 3, 2, 2, 2]
+    owner = owners(costs, 2)
+    assert [sum(c for c, r in zip(costs, owner, strict=True) if r == rank) for rank in (0, 1)] == [8, 8]
+    assert owners(costs, 2) == owner and owners(costs, 1) == [0] * 6
+    assert sorted(set(owners([1.0] * 7, 3))) == [0, 1, 2] and owners([], 4) == []
+    # a slot near the input runs through the whole model: the first pairs cost the most
+    many = list(range(40, 0, -1))
+    loads = [sum(c for c, r in zip(many, owners(many, 3), strict=True) if r == rank) for rank in range(3)]
+    assert max(loads) - min(loads) <= 1
