@@ -311,7 +311,11 @@ def pipeline(run: Run) -> Path:
     spent = []
     if run.config.scratch:  # after UNAST's own stages: its cost is what the scratch row gets 10x of
         spent = methods.compression_spent(run, unast, scores)
-        made.append(methods.scratch(run, unast, spent))
+        scratch = methods.scratch(run, unast, spent)
+        made.append(scratch)
+        spent.append(
+            methods.Spent("scratch", scratch.finetuned.tokens_trained, run.record.stage("scratch").wall_s)
+        )
 
     export = export_model(run, unast, lut)
     teacher_eval = evaluate_teacher(run)

@@ -61,7 +61,8 @@ class Report:
     plotted: tuple[str, float] = ("latency_ms", 0.0)  # the binding latency the figures plot, the teacher's
     data: list[str] = field(default_factory=list)  # the data and its tokens per split (data.py)
     latency_budget_ms: float | None = None  # the run's own latency budget (methods.latency_limit)
-    spent: list[Spent] = field(default_factory=list)  # what UNAST's model cost, when a scratch row is made
+    # with a scratch row: what each stage that trained UNAST's model spent, then the scratch training
+    spent: list[Spent] = field(default_factory=list)
 
 
 def write(report: Report) -> Path:
@@ -382,12 +383,10 @@ def scratch_lines(report: Report) -> list[str]:
     rows = {r.name: r for r in report.rows}
     if not report.spent or "scratch" not in rows:
         return []
-    scratch, unast = rows["scratch"], rows["unast"]
-    stage = report.stages.get("scratch")
-    tokens = sum(s.tokens for s in report.spent)
-    seconds = [s.wall_s for s in report.spent]
+    *unast_spent, scratch_spent = report.spent
+    tokens = sum(s.tokens for s in unast_spent)
+    seconds = [s.wall_s for s in unast_spent]
     total_s = f"{sum(seconds):,.0f}" if None not in seconds else "-"
-    scratch_tokens = scratch.curve[-1].step * report.config["batch"] * report.config["seq_len"]
 
     def wall(value: float | None) -> str:
         return f"{value:,.0f}" if value is not None else "-"
@@ -401,10 +400,10 @@ def scratch_lines(report: Report) -> list[str]:
         "",
         "| training | tokens | wall s | held-out perplexity |",
         "| --- | --- | --- | --- |",
-        *(f"| UNAST: {s.stage} | {s.tokens:,} | {wall(s.wall_s)} | |" for s in report.spent),
-        f"| **UNAST, in all** | {tokens:,} | {total_s} | {unast.ppl_after:.2f} |",
-        f"| **from scratch** | {scratch_tokens:,} | {wall(stage.wall_s if stage else None)} | "
-        f"{scratch.ppl_after:.2f} |",
+        *(f"| UNAST: {s.stage} | {s.tokens:,} | {wall(s.wall_s)} | |" for s in unast_spent),
+        f"| **UNAST, in all** | {tokens:,} | {total_s} | {rows['unast'].ppl_after:.2f} |",
+        f"| **from scratch** | {scratch_spent.tokens:,} | {wall(scratch_spent.wall_s)} | "
+        f"{rows['scratch'].ppl_after:.2f} |",
         "",
     ]
     return lines
