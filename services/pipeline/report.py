@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from services.pipeline.methods import SCRATCH_TOKENS, Method, Spent
+from services.pipeline.methods import NEAR, SCRATCH_TOKENS, Method, Spent
 from services.pipeline.record import StageRecord
 from shared.schemas.lut import Estimate, Lut, Validation
 from shared.schemas.operators import Architecture, AttentionOp, MLPOp, is_teacher
@@ -271,7 +271,10 @@ COLUMNS = (
 
 def table_row(row: Row, teacher: Row, shape: ModelShape, budget_ms: float | None) -> str:
     measured = f"{row.measured_ms:.3f}" if row.measured_ms is not None else "-"
-    share = f"{row.estimate.latency_ms / budget_ms:.0%}" if budget_ms else "-"
+    share = "-"
+    if budget_ms:  # one more than NEAR under its budget is not at matched latency: its row says so
+        fraction = row.estimate.latency_ms / budget_ms
+        share = f"{fraction:.0%}" + (" (short)" if row.name != "teacher" and fraction < 1 - NEAR else "")
     measured_speed = "-"
     if row.measured_ms and teacher.measured_ms:
         measured_speed = f"{teacher.measured_ms / row.measured_ms:.2f}x"

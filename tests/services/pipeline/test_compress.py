@@ -174,7 +174,10 @@ def test_a_killed_run_resumes_and_its_stages_link_up(tmp_path, sqlite_settings, 
     assert int(cells["**from scratch**"][0].replace(",", "")) == 10 * spent
     assert float(cells["scratch"][1]) > 384 / 2 > float(cells["scratch"][2])  # random, then trained
     for method in ("unast", "depth", "scratch"):  # every method meets the latency budget: its share, <= 100%
-        assert 0 < int(cells[method][4].strip().removesuffix("%")) <= 100, cells[method]
+        share = cells[method][4].split("%")[0]
+        assert 0 < int(share) <= 100, cells[method]
+        short = "(short)" in cells[method][4]  # more than 5% under its budget: said in its row
+        assert int(share) <= 95 if short else int(share) >= 95, cells[method]
     assert after["scratch"]["state"] == "done" and "trained from scratch on 10x the tokens" in report
     exported = Decoder.from_pretrained(run / "model")
     provenance = json.loads((run / "model" / "provenance.json").read_text())
