@@ -11,10 +11,11 @@ import pytest
 
 from services.pipeline.methods import NEAR, budget_note, uniform_choice, uniform_pairs
 from services.pipeline.record import RunRecord
+from services.pipeline.report import Row, table_row
 from services.profiler.lookup import cost_table
 from services.profiler.profiling import build_lut, unsaved_lut
 from shared.candidates import slot_pools, small_candidates
-from shared.schemas.lut import Build
+from shared.schemas.lut import Build, Estimate
 from shared.schemas.operators import Architecture
 from shared.schemas.search import Budget
 from shared.schemas.shape import ModelShape
@@ -75,3 +76,15 @@ def test_a_lut_too_coarse_for_the_budget_leaves_the_uniform_baseline_short_and_s
     choice = uniform_choice(run_at(shape, 0.6, tmp_path), coarse)
     assert choice.architecture is not None and choice.share < 1 - NEAR  # a pair of the pool, short
     assert f"uses {choice.share:.0%} of its latency budget" in budget_note("uniform", choice.share)
+
+
+def test_a_row_more_than_5_percent_under_its_budget_says_so_in_the_row(shape):
+    def row(name: str, latency_ms: float) -> Row:
+        # the table reads latency, memory and parameters alone: the rest of an estimate is not built
+        estimate = Estimate.model_construct(latency_ms=latency_ms, memory_bytes=2**20, params=1000)
+        return Row(name, Architecture.teacher(shape), estimate, None, 50.0, 40.0)
+
+    teacher = row("teacher", 10.0)
+    share = {name: table_row(row(name, ms), teacher, shape, 5.0).split(" | ")[5] for name, ms in
+             [("teacher", 10.0), ("unast", 4.9), ("uniform", 4.75), ("depth", 4.7)]}  # fmt: skip
+    assert share == {"teacher": "200%", "unast": "98%", "uniform": "95%", "depth": "94% (short)"}
