@@ -180,24 +180,27 @@ class UniformChoice:
 
 
 def uniform_pairs(run: Run) -> list[tuple[float, str, str]]:
-    """(fraction, attention, MLP) the uniform baseline may give every block: the pool's pairs of equal
-    fraction (within 0.05) and, in the default format, the uniform ladder's rungs (shared/candidates.py),
-    fine enough to use any latency budget within 5% (the nemotron-nas form expresses no rung)."""
+    """(fraction, attention, MLP) the uniform baseline may give every block: an attention and an MLP of
+    equal fraction of the teacher's size (within 0.05), from the pool and, in the default format, the
+    uniform ladder (shared/candidates.py; the nemotron-nas form expresses no rung). The ladder's rungs
+    mixed with their neighbours make latency steps fine enough to use any budget within 5%, however
+    the device's timings fall (a rung's attention changes its KV heads in one jump)."""
     shrunk: dict[str, dict[str, float]] = {"attention": {}, "mlp": {}}
-    for slot, ops in run.pools[run.format].items():
-        for op in ops:
-            fraction = size_fraction(op, run.shape)
-            if fraction is not None and not is_teacher(op, run.shape, parse_slot_id(slot)[1]):
-                shrunk[parse_slot_id(slot)[1]][spec_name(op)] = fraction
-    pairs = [
+    operators = [(parse_slot_id(slot)[1], op) for slot, ops in run.pools[run.format].items() for op in ops]
+    if run.format == "unast":
+        operators += [
+            (t, op) for _, a, m in uniform_ladder(run.shape) for t, op in (("attention", a), ("mlp", m))
+        ]
+    for slot_type, op in operators:
+        fraction = size_fraction(op, run.shape)
+        if fraction is not None and not is_teacher(op, run.shape, slot_type):
+            shrunk[slot_type][spec_name(op)] = fraction
+    return [
         (min(fa, fm), attention, mlp)
         for attention, fa in shrunk["attention"].items()
         for mlp, fm in shrunk["mlp"].items()
         if abs(fa - fm) <= 0.05
     ]
-    if run.format == "unast":
-        pairs += [(f, spec_name(a), spec_name(m)) for f, a, m in uniform_ladder(run.shape)]
-    return pairs
 
 
 def size_fraction(operator, shape) -> float | None:
