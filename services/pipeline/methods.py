@@ -7,8 +7,9 @@ the same finetune steps, data and evaluation (the paper's Table 9 and Appendix E
 - depth: depth pruning as Shortened LLaMA does it (the paper's Table 9): the {teacher, identity} pool,
   the best architecture by summed score, no short-finetune ranking.
 - uniform: every block the same, its attention and its MLP shrunk by the same fraction of the teacher's
-  size (the uniform ladder's rungs, in steps of 1/40; distilled like the others, no search): the rung of
-  the largest latency that meets the budgets, so that it uses its budget as the others do.
+  size, within 0.05 (the pool's operators and the uniform ladder's, in steps of 1/40; distilled like
+  the others, no search): the pair of the largest latency that meets the budgets, so that it uses its
+  budget as the others do.
 - scratch (with `scratch` in the configuration): UNAST's architecture from random weights, trained by
   lm loss on the same data with SCRATCH_TOKENS times the tokens the compression trained UNAST's model
   on (distill, scores, rank, finetune), with the demo teacher's own recipe: the paper's claim that
