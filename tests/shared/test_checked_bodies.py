@@ -6,15 +6,11 @@ a thread would hold /healthz as long as the body takes (seconds for a few MB).""
 import gc
 import json
 import pickle
-import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
@@ -28,6 +24,7 @@ from shared import guard
 from shared.api import CheckedRoute, TokenDep, service_app
 from shared.errors import MAX_DETAILS
 from shared.settings import Settings
+from tests.serving import serving
 from tests.shared.test_api import assert_error
 
 HEALTH_BOUND_S = 1.0  # generous for a loaded 2-core CI machine; benchmarks/healthz_under_load.py has figures
@@ -127,25 +124,6 @@ def test_every_body_route_can_be_checked_apart(sqlite_settings):
 
 
 # -- on a real server: /healthz while a maximal body is checked ---------------------------------------
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def health_while_posting(url: str, path: str, body: bytes) -> tuple[int, list[float]]:

@@ -3,19 +3,17 @@ token first, NUL characters, content type, strict JSON types, slow bodies, a 500
 connection. The socket tests run a real uvicorn server, since keep-alive is the server's business."""
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import anyio
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from shared.api import TokenDep, service_app
 from shared.settings import Settings
+from tests.serving import serving
 from tests.shared.test_api import assert_error
 
 
@@ -182,20 +180,9 @@ def test_a_body_that_does_not_arrive_in_time_is_408():
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(make_app(body_timeout_s=1.0), host="127.0.0.1", port=port, log_level="critical")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(30)
+    with serving(make_app(body_timeout_s=1.0)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        yield host, int(port)
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
