@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import batches, four_candidates, load_teacher, parser, set_threads
-from services.trainer.learning.distill import build_students, capture, distill_step, nmse, parameters
+from services.trainer.learning.distill import build_students, capture, distill_step, named_parameters, nmse
 
 
 def timed(fn, repeats: int) -> float:
@@ -36,8 +36,8 @@ def main() -> None:
     teacher = load_teacher(args.teacher)
     specs = four_candidates(teacher.shape)
     idx = batches(teacher.shape, 1, args.batch, args.seq_len)[0][:, :-1]
-    students, _ = build_students(teacher, specs, capture(teacher, idx))
-    optimizer = torch.optim.AdamW(parameters(students), lr=1e-4)
+    students, _ = build_students(teacher, specs, capture(teacher, idx), seed=0)
+    optimizer = torch.optim.AdamW(named_parameters(students).values(), lr=1e-4)
 
     def ours():
         distill_step(students, optimizer, capture(teacher, idx), nmse)

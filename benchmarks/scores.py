@@ -42,7 +42,7 @@ def main() -> None:
     specs = with_fixed(teacher.shape, four_candidates(teacher.shape))
     raw = batches(teacher.shape, 1, args.batch, args.seq_len, seed=1)
     data = [(b[:, :-1], b[:, 1:]) for b in raw]
-    trainable, fixed = build_students(teacher, specs, capture(teacher, data[0][0]))
+    trainable, fixed = build_students(teacher, specs, capture(teacher, data[0][0]), seed=0)
     students = {slot: {**fixed.get(slot, {}), **trainable.get(slot, {})} for slot in specs}
 
     t_ours, t_naive = [], []

@@ -134,6 +134,13 @@ class Settings(BaseSettings):
         pattern=r"^(cpu|cuda(:\d+)?)$",
         description="The torch device jobs train on (torchrun with cuda: each rank takes cuda:LOCAL_RANK).",
     )
+    trainer_procs_per_job: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Processes a worker runs each distill and score job as (torch.distributed: gloo on "
+        "cpu, NCCL on cuda, one GPU each); the others run in the worker.",
+    )
 
     # search
     search_max_slots: int = Field(4096, ge=1, description="Most slots one search request may have.")

@@ -8,15 +8,24 @@ the previous checkpoint whole, and loading reads a matching pair.
 
     directory/checkpoint.json                   {"step", "config", "state", "tensors": "checkpoint-000200..."}
     directory/checkpoint-000200.safetensors     model/<name>, optimizer/<param>/<key>, extra/<name>
+
+A job whose ranks each hold their own part of the model (a slot-sharded distillation) writes a sharded
+checkpoint instead: every rank its own tensor file, then, once all are written, one pointer naming
+them all (`shards`). Its optimizer state is keyed by parameter name, not position, so a resume on
+any number of ranks reads back the part each rank holds now.
+
+    directory/checkpoint.json                       {"step", "config", "state", "shards": [...]}
+    directory/checkpoint-000200-rank1.safetensors   whatever rank 1 holds (keys of the job's choice)
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from shared.files import atomic_path
@@ -95,6 +104,78 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         state.setdefault(int(param), {}).update(entries)
     optimizer = {"state": state, "param_groups": record["optimizer"]["param_groups"]}
     return Checkpoint(record["step"], record["config"], model, optimizer, extra, record.get("state", {}))
+
+
+@dataclass
+class ShardedCheckpoint:
+    step: int
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]  # the keys asked for, from every rank's file
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def shard_name(step: int, rank: int) -> str:
+    return f"checkpoint-{step:09d}-rank{rank}.safetensors"
+
+
+def save_shard(directory: Path, *, step: int, rank: int, tensors: Mapping[str, torch.Tensor]) -> None:
+    """One rank's file of a sharded checkpoint; it counts once commit_shards names it."""
+    with atomic_path(directory / shard_name(step, rank)) as tmp:
+        save_file(unshared(tensors), tmp)
+
+
+def commit_shards(
+    directory: Path, *, step: int, world: int, config: Mapping[str, Any], state: Mapping[str, Any] | None
+) -> None:
+    """After every rank's save_shard for `step`: the pointer naming them (the commit point), then
+    the superseded files go."""
+    names = [shard_name(step, rank) for rank in range(world)]
+    record = {"step": step, "config": dict(config), "state": dict(state or {}), "shards": names}
+    with atomic_path(directory / POINTER) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    for old in directory.glob("checkpoint-*.safetensors"):
+        if old.name not in names:
+            old.unlink(missing_ok=True)
+
+
+def load_shards(directory: Path, wanted: Callable[[str], bool]) -> ShardedCheckpoint | None:
+    """The last sharded checkpoint under directory, with only the tensors whose keys are `wanted`
+    (read one by one: a rank never holds another rank's part); None when there is none."""
+    pointer = directory / POINTER
+    if not pointer.exists():
+        return None
+    record = json.loads(pointer.read_text())
+    if "shards" not in record:
+        raise ValueError(f"{pointer} is not a sharded checkpoint")
+    tensors = {}
+    for name in record["shards"]:
+        with safe_open(directory / name, framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (a safetensors file handle)
+                if wanted(key):
+                    tensors[key] = f.get_tensor(key)
+    return ShardedCheckpoint(record["step"], record["config"], tensors, record["state"])
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state keyed <parameter name>/<key>; `names` in the order of the
+    optimizer's parameters. Every entry must be a tensor (AdamW's are)."""
+    return {
+        f"{names[i]}/{key}": value
+        for i, entries in optimizer.state_dict()["state"].items()
+        for key, value in entries.items()
+    }
+
+
+def restore_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, names: list[str], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """optimizer_tensors' inverse: the state of each of `names` (a parameter without any keeps none)."""
+    index = {name: i for i, name in enumerate(names)}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, entry = key.rpartition("/")
+        state.setdefault(index[name], {})[entry] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:

@@ -24,8 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.jobs.checkpoint import (
     NO_OPTIMIZER,
     Checkpoint,
+    ShardedCheckpoint,
+    commit_shards,
     load_checkpoint,
+    load_shards,
     save_checkpoint,
+    save_shard,
     write_artifact,
 )
 from services.jobs.queue import JobQueue
@@ -96,6 +100,14 @@ class JobContext(Protocol):
     def load_checkpoint(self) -> Checkpoint | None:
         """The job's last checkpoint (after a crash or a shutdown), or None on a fresh start."""
 
+    def save_sharded_checkpoint(
+        self, *, step: int, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any] | None = None
+    ) -> None:
+        """Checkpoint after `step` steps, each rank its own tensors (a collective: every rank calls it)."""
+
+    def load_sharded_checkpoint(self, wanted: Callable[[str], bool]) -> ShardedCheckpoint | None:
+        """The job's last sharded checkpoint, with only the tensors this rank wants, or None."""
+
     def save_artifact(self, name: str, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> Path:
         """An output: <dir>/<name>.safetensors with meta as <name>.json beside it, written atomically."""
 
@@ -105,6 +117,8 @@ class _Folder:
 
     spec: dict[str, Any]
     directory: Path
+    rank: int
+    world_size: int
     log: Callable[[str], None]
 
     @property
@@ -123,7 +137,22 @@ class _Folder:
         )
 
     def load_checkpoint(self) -> Checkpoint | None:
-        checkpoint = load_checkpoint(self.checkpoint_dir)
+        return self._resumed(load_checkpoint(self.checkpoint_dir))
+
+    def save_sharded_checkpoint(self, *, step, tensors, state=None) -> None:
+        rank, world = self.rank, self.world_size
+        save_shard(self.checkpoint_dir, step=step, rank=rank, tensors=tensors)
+        if world > 1:
+            dist.barrier()  # every rank's file is whole before the pointer names it
+        if rank == 0:
+            commit_shards(self.checkpoint_dir, step=step, world=world, config=self.spec, state=state)
+        if world > 1:
+            dist.barrier()  # nobody trains on (or dies) before the commit
+
+    def load_sharded_checkpoint(self, wanted) -> ShardedCheckpoint | None:
+        return self._resumed(load_shards(self.checkpoint_dir, wanted))
+
+    def _resumed(self, checkpoint):
         if checkpoint is None:
             return None
         if checkpoint.config != self.spec:

@@ -32,6 +32,7 @@ class JobKind:
     save: Callable[[Session, Any], Any] | None = (
         None  # run's value -> result, inside the finishing transaction
     )
+    distributed: bool = False  # run shares its work out among torch.distributed ranks (processes.py)
 
     def stored_result(self, value: Any) -> dict[str, Any]:
         """What `run` (and `save`) returned, checked against the result model, as stored JSON."""

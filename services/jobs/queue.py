@@ -249,6 +249,30 @@ class JobQueue:
         session.commit()
         return updated.rowcount == 1
 
+    def requeue(
+        self, session: Session, *, job_id: str, worker: str, step: int, error: str, max_attempts: int
+    ) -> str | None:
+        """A job one of whose processes died (killed, out of memory): back in the queue, the attempt
+        spent, as when a whole worker is lost (the next attempt resumes from the last checkpoint);
+        failed once `max_attempts` were spent, cancelled when a cancel was asked. The new state, or
+        None when the job was no longer this worker's."""
+        Job = self.Job
+        asked, spent = Job.cancel_requested.is_(True), Job.attempt >= max_attempts
+        state = case((asked, "cancelled"), (spent, "failed"), else_="queued")
+        finished = case((asked | spent, utcnow()), else_=Job.finished_at)
+        why = case(
+            (asked, f"cancelled; {error}"),
+            (spent, f"{error}: gave up, {max_attempts} attempts were lost"),
+            else_=Job.error,
+        )
+        new = session.scalars(
+            self._mine(job_id, worker)
+            .values(state=state, worker=None, step=step, message=state, error=why, finished_at=finished)
+            .returning(Job.state)
+        ).one_or_none()
+        session.commit()
+        return new
+
     def recover_stale(
         self, session: Session, *, stale_before: datetime, max_attempts: int
     ) -> dict[str, list[str]]:

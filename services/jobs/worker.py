@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.jobs.context import JobStopped, QueuedContext
 from services.jobs.kind import JobKind
+from services.jobs.processes import RankFailed, run_processes
 from services.jobs.queue import JobQueue, Recovery, worker_name
 from services.jobs.tables import JobColumns
 from shared.db import DatabaseUnavailable, engine_from_settings, make_sessionmaker, wait_for_database
@@ -44,6 +45,8 @@ class WorkerConfig:
     recovery: Recovery  # when a job's worker is lost, and what then becomes of the job
     poll_s: float
     directory: Callable[[str], Path]  # job id -> its folder
+    processes: int = 1  # a distributed kind's job runs as this many processes (processes.py)...
+    rank_module: str | None = None  # ... each `python -m rank_module <job dir>`
 
 
 class Heartbeat(threading.Thread):
@@ -184,11 +187,16 @@ class Worker:
         beat.start()
         outcome, value, error = "succeeded", None, None
         try:
-            value = kind.run(ctx)
+            if kind.distributed and self.config.processes > 1 and self.config.rank_module:
+                value = run_processes(ctx, kind, self.config.processes, self.config.rank_module)
+            else:
+                value = kind.run(ctx)
             if kind.save is None:
                 value = kind.stored_result(value)
         except JobStopped as stopped:
             outcome, error = stopped.outcome, str(stopped)
+        except RankFailed as exc:
+            outcome, error = "failed", str(exc)
         except Exception as exc:
             outcome, error = "failed", f"{type(exc).__name__}: {exc}"
             ctx.log(traceback.format_exc(limit=8))
@@ -201,6 +209,18 @@ class Worker:
         if outcome == "lost":  # another worker owns the job now: write nothing to it
             return
         with self.sessions() as session:
+            if outcome == "crashed":  # one of its processes died
+                max_attempts = self.config.recovery.max_attempts
+                state = self.queue.requeue(
+                    session,
+                    job_id=ctx.job_id,
+                    worker=self.name,
+                    step=ctx.step_done,
+                    error=error,
+                    max_attempts=max_attempts,
+                )
+                ctx.log(f"{error}: {state}")
+                return
             if outcome == "released":
                 self.queue.release(session, job_id=ctx.job_id, worker=self.name, step=ctx.step_done)
                 state = self.queue.get(session, job_id=ctx.job_id).state

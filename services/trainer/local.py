@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from services.jobs.context import JobRecord, LocalContext
 from services.trainer.kinds import KINDS
+from services.trainer.learning.distributed import backend
 from services.trainer.models import QUEUE
 from shared.db import make_engine, make_sessionmaker
 from shared.files import atomic_path
@@ -53,7 +54,7 @@ def run_locally(spec_file: Path, out: Path, settings: Settings) -> dict[str, Any
     torch.set_num_threads(settings.torch_threads)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
-        dist.init_process_group("nccl" if settings.trainer_device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend(settings))
     try:
         out.mkdir(parents=True, exist_ok=True)
         ctx = LocalContext(spec.model_dump(mode="json"), out, settings, lookup=store_lookup(settings))

@@ -23,6 +23,8 @@ def trainer_worker(settings: Settings, kinds: Mapping[str, JobKind] = KINDS) -> 
         recovery=recovery(settings),
         poll_s=settings.trainer_poll_s,
         directory=lambda job_id: job_dir(settings, job_id),
+        processes=settings.trainer_procs_per_job,
+        rank_module="services.trainer.ranks",
     )
 
     def migrate(engine: Engine) -> None:

@@ -144,6 +144,10 @@ class DistillResult(BaseModel):
     )
     operators: dict[str, dict[str, OperatorSpec]] = Field(description="Slot -> candidate id -> operator.")
     world_size: int = Field(description="Processes that trained (torchrun ranks).")
+    parameters_per_process: list[int] = Field(
+        default_factory=list,
+        description="Trained parameters each process held (the slots are shared out among them).",
+    )
     train_tokens: int | None = Field(
         None, description="The dataset's training tokens in the teacher's tokenizer, as the job read them."
     )

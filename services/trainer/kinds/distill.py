@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from sqlalchemy.orm import Session
 
-from services.jobs.checkpoint import restore_optimizer
+from services.jobs.checkpoint import optimizer_tensors, restore_optimizer_tensors
 from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
@@ -22,16 +22,18 @@ from services.trainer.learning.distill import (
     capture,
     distill_step,
     evaluate,
-    parameters,
+    named_parameters,
 )
-from services.trainer.learning.distributed import gathered_rng_states, job_device, rank_and_world
+from services.trainer.learning.distributed import gathered_files, job_device, owners, rank_and_world, summed
 from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
 from services.trainer.learning.training import LOG_EVERY_S, learning_rate, set_learning_rate
 from shared import decilm
 from shared.candidates import inheritance_problem, slot_pools
+from shared.costs import operator_flops
 from shared.errors import invalid
 from shared.model import Decoder
 from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name, teacher_operator
+from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import DistillResult, DistillSpec
 from shared.settings import Settings
 
@@ -72,39 +74,60 @@ def slot_candidates(spec: DistillSpec, teacher: Decoder) -> dict[str, list[Opera
     return slot_pools(teacher.shape, "default", spec.format)
 
 
+def slot_owners(
+    specs: dict[str, list[OperatorSpec]], shape: ModelShape, tokens: int, seq_len: int, world: int
+) -> dict[str, int]:
+    """Slot -> the rank that distils it, balanced by its candidates' FLOPs per step (forward and
+    backward alike: three times the forward's)."""
+    costs = [
+        sum(operator_flops(op, shape, rows=tokens, attended=seq_len) for op in ops) for ops in specs.values()
+    ]
+    return dict(zip(specs, owners(costs, world), strict=True))
+
+
 def run(ctx: JobContext) -> DistillResult:
-    """The distillation loop. Alone, or one rank of several under torchrun: every rank distils its own
-    batches, gradients are averaged, rank 0 logs, checkpoints and saves."""
+    """The distillation loop. Alone, or one rank of several (torchrun, or a worker's job over several
+    processes): the slots are shared out, every rank distils its own on the same batches; each rank
+    checkpoints its own candidates, rank 0 logs and writes the outputs."""
     spec = DistillSpec.model_validate(ctx.spec)
     rank, world = rank_and_world()
     device = job_device(ctx.settings)
     torch.manual_seed(spec.seed)
     teacher = Decoder.from_pretrained(spec.teacher).to(device).eval().requires_grad_(False)
     train, heldout = job_tokens(spec.dataset, Path(spec.teacher))
-    data = torch.Generator().manual_seed(spec.seed + rank)
+    data = torch.Generator().manual_seed(spec.seed)  # the same batches on every rank
     calibration, _ = sample_batch(
         train, spec.batch_size, spec.seq_len, torch.Generator().manual_seed(spec.seed + 1)
     )
     specs = slot_candidates(spec, teacher)
-    trainable, fixed = build_students(teacher, specs, capture(teacher, calibration.to(device)))
-    optimizer = torch.optim.AdamW(
-        parameters(trainable), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0
+    owner = slot_owners(specs, teacher.shape, spec.batch_size * spec.seq_len, spec.seq_len, world)
+    mine = {slot: ops for slot, ops in specs.items() if owner[slot] == rank}
+    trainable, fixed = build_students(
+        teacher, mine, capture(teacher, calibration.to(device), mine), seed=spec.seed
     )
+    named = named_parameters(trainable)
+    optimizer = torch.optim.AdamW(named.values(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
     loss_fn = LOSSES[spec.loss]
     start = 0
-    if (checkpoint := ctx.load_checkpoint()) is not None:
-        unflatten_into(trainable, checkpoint.model)
-        restore_optimizer(optimizer, checkpoint.optimizer)
-        data.set_state(checkpoint.extra[f"data_rng.{rank}"])
+    ours = tuple(f"{prefix}/{slot}/" for slot in mine for prefix in ("model", "optimizer"))
+    if (checkpoint := ctx.load_sharded_checkpoint(lambda key: key.startswith((*ours, "extra/")))) is not None:
+        tensors = checkpoint.tensors
+        unflatten_into(trainable, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        state = {k[10:]: v for k, v in tensors.items() if k.startswith("optimizer/")}
+        restore_optimizer_tensors(optimizer, list(named), state)
+        data.set_state(tensors["extra/data_rng"])
         start = checkpoint.step
-    n_candidates = sum(len(m) for m in trainable.values())
+    held = torch.zeros(world, dtype=torch.float64)
+    held[rank] = sum(p.numel() for p in named.values())
+    held = summed(held, device)  # every rank's count of trained parameters (a collective)
     work = spec.steps + EVAL_COST * spec.eval_batches  # progress counts the final evaluation too
-    if rank == 0:
-        ctx.log(
-            f"distilling {n_candidates} candidates in {len(trainable)} slots on {world} x {device}, "
-            f"from step {start} of {spec.steps}; data: {len(train)} training and {len(heldout)} held-out "
-            "tokens"
-        )
+    n_candidates = sum(len(ops) for ops in specs.values())
+    shares = ", ".join(f"{int(n):,}" for n in held)
+    ctx.log(
+        f"distilling {n_candidates} candidates in {len(specs)} slots on {world} x {device}, "
+        f"from step {start} of {spec.steps}; parameters per process: {shares}; "
+        f"data: {len(train)} training and {len(heldout)} held-out tokens"
+    )
     logged = time.monotonic()
     for step in range(start, spec.steps):
         ctx.step(step, spec.steps, progress=step / work)
@@ -113,27 +136,18 @@ def run(ctx: JobContext) -> DistillResult:
         )
         set_learning_rate(optimizer, lr)
         idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
-        losses = distill_step(trainable, optimizer, capture(teacher, idx.to(device)), loss_fn)
-        if rank == 0 and (time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1)):
-            mean = sum(v for by in losses.values() for v in by.values()) / max(1, n_candidates)
-            ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f}")
+        losses = distill_step(trainable, optimizer, capture(teacher, idx.to(device), mine), loss_fn)
+        if time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1):
+            mean = sum(v for by in losses.values() for v in by.values()) / max(1, len(named))
+            ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f} (rank {rank})")
             logged = time.monotonic()
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
-            rng = gathered_rng_states(data, device)  # a collective: every rank takes part
+            tensors = {f"model/{k}": v for k, v in flatten(trainable).items()}
+            tensors |= {f"optimizer/{k}": v for k, v in optimizer_tensors(optimizer, list(named)).items()}
             if rank == 0:
-                ctx.save_checkpoint(step=step + 1, model=flatten(trainable), optimizer=optimizer, extra=rng)
+                tensors["extra/data_rng"] = data.get_state()
+            ctx.save_sharded_checkpoint(step=step + 1, tensors=tensors)  # a collective
     ctx.step(spec.steps, spec.steps, progress=spec.steps / work)
-    every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in specs}
-    operators = {slot: {spec_name(op): op for op in ops} for slot, ops in specs.items()}
-    if rank != 0:
-        return DistillResult(
-            teacher=spec.teacher,
-            heldout_nmse={},
-            operators=operators,
-            world_size=world,
-            train_tokens=len(train),
-            heldout_tokens=len(heldout),
-        )
 
     def batches():
         for b, (x, _) in enumerate(
@@ -142,22 +156,40 @@ def run(ctx: JobContext) -> DistillResult:
             ctx.status("held-out normalised MSE", (spec.steps + EVAL_COST * b) / work)
             yield x.to(device)
 
-    nmse = evaluate(teacher, every, batches())
-    tensors = {k: v.cpu() for k, v in flatten(trainable).items()}
-    as_json = {
-        slot: {cid: op.model_dump(mode="json") for cid, op in ops.items()} for slot, ops in operators.items()
-    }
-    ctx.save_artifact(
-        CANDIDATES, tensors, {"teacher": spec.teacher, "operators": as_json, "heldout_nmse": nmse}
-    )
+    every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in mine}
+    nmse = gathered_nmse(evaluate(teacher, every, batches()), specs, device)
+    tensors = gathered_files({k: v.cpu() for k, v in flatten(trainable).items()}, ctx.directory / "shards")
+    operators = {slot: {spec_name(op): op for op in ops} for slot, ops in specs.items()}
+    if rank == 0:
+        as_json = {
+            slot: {cid: op.model_dump(mode="json") for cid, op in ops.items()}
+            for slot, ops in operators.items()
+        }
+        ctx.save_artifact(
+            CANDIDATES, tensors, {"teacher": spec.teacher, "operators": as_json, "heldout_nmse": nmse}
+        )
     return DistillResult(
         teacher=spec.teacher,
         heldout_nmse=nmse,
         operators=operators,
         world_size=world,
+        parameters_per_process=[int(n) for n in held],
         train_tokens=len(train),
         heldout_tokens=len(heldout),
     )
 
 
-KIND = JobKind(name="distill", spec=DistillSpec, result=DistillResult, run=run, check=check)
+def gathered_nmse(
+    mine: dict[str, dict[str, float]], specs: dict[str, list[OperatorSpec]], device: torch.device
+) -> dict[str, dict[str, float]]:
+    """Every rank's held-out NMSE (of its own slots) as one table on every rank (a collective)."""
+    keys = [(slot, spec_name(op)) for slot, ops in specs.items() for op in ops]
+    values = torch.tensor([mine.get(slot, {}).get(cid, 0.0) for slot, cid in keys], dtype=torch.float64)
+    total = summed(values, device).tolist()
+    table: dict[str, dict[str, float]] = {}
+    for (slot, cid), value in zip(keys, total, strict=True):
+        table.setdefault(slot, {})[cid] = value
+    return table
+
+
+KIND = JobKind(name="distill", spec=DistillSpec, result=DistillResult, run=run, check=check, distributed=True)

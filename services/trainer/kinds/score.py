@@ -148,4 +148,4 @@ def table_from_sums(
     )
 
 
-KIND = JobKind(name="score", spec=ScoreSpec, result=ScoreTable, run=run, check=check)
+KIND = JobKind(name="score", spec=ScoreSpec, result=ScoreTable, run=run, check=check, distributed=True)

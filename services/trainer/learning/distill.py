@@ -5,16 +5,19 @@ that slot then trains on (x, t) alone -- (attention candidates + MLP candidates)
 problems, all in the same step. The default loss is the normalised MSE of SquareHead,
 MSE(t, s) / MSE(t, 0), under which the identity candidate scores exactly 1.
 
-The flat training loop lives in the distillation job; this module holds its parts.
+Every slot's problem is independent of every other's, so several processes share the slots out (each
+distils only its own, on the same batches as the others): nothing is exchanged while training, and
+a candidate learns exactly what it would learn in one process. The flat training loop lives in the
+distillation job; this module holds its parts.
 """
 
+import zlib
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.trainer.learning.distributed import average_gradients
 from services.trainer.learning.inherit import inherit
 from services.trainer.learning.students import Students
 from shared.model import Decoder
@@ -36,14 +39,17 @@ LOSSES = {"nmse": nmse, "mse": F.mse_loss, "l1": F.l1_loss, "cosine": cosine}
 
 
 @torch.no_grad()
-def capture(teacher: Decoder, idx: torch.Tensor) -> Activations:
-    """Run the teacher once; return every slot's input and output (hooks on the slot modules)."""
+def capture(teacher: Decoder, idx: torch.Tensor, slots: Iterable[str] | None = None) -> Activations:
+    """Run the teacher once; return the input and output of every slot, or of `slots` (hooks on the
+    slot modules)."""
     activations: Activations = {}
+    wanted = None if slots is None else set(slots)
     hooks = [
         op.register_forward_hook(
             lambda _m, args, out, slot=slot: activations.__setitem__(slot, (args[0], out))
         )
         for slot, op in teacher.slots()
+        if wanted is None or slot in wanted
     ]
     try:
         teacher.forward_slots(teacher.embed(idx))  # the LM head is not needed
@@ -54,12 +60,14 @@ def capture(teacher: Decoder, idx: torch.Tensor) -> Activations:
 
 
 def build_students(
-    teacher: Decoder, candidates: dict[str, list[OperatorSpec]], calibration: Activations
+    teacher: Decoder, candidates: dict[str, list[OperatorSpec]], calibration: Activations, seed: int
 ) -> tuple[Students, Students]:
     """(trainable, fixed) candidate modules per slot, keyed by candidate id.
 
-    Trainable ones start from the teacher's weights (see inherit.py); the teacher's own operator
-    (the teacher's module itself, not a copy) and the identity need no training and are fixed.
+    Trainable ones start from the teacher's weights (see inherit.py); what they cannot inherit is
+    drawn from a seed of their own (the job's, the slot's and the candidate's), so a candidate starts
+    the same whichever process builds it beside whichever others. The teacher's own operator (the
+    teacher's module itself, not a copy) and the identity need no training and are fixed.
     """
     trainable: Students = {}
     fixed: Students = {}
@@ -72,13 +80,20 @@ def build_students(
             elif spec.kind == "identity":
                 fixed.setdefault(slot, {})[spec_name(spec)] = Identity(spec, teacher.shape)
             else:
+                torch.manual_seed(zlib.crc32(f"{seed}/{slot}/{spec_name(spec)}".encode()))
                 module = inherit(spec, teacher_op, teacher.shape, calibration[slot][0])
                 trainable.setdefault(slot, {})[spec_name(spec)] = module
     return trainable, fixed
 
 
-def parameters(students: Students) -> list[nn.Parameter]:
-    return [p for modules in students.values() for m in modules.values() for p in m.parameters()]
+def named_parameters(students: Students) -> dict[str, nn.Parameter]:
+    """<slot>/<candidate id>/<parameter> -> parameter, the names flatten() gives their weights."""
+    return {
+        f"{slot}/{cid}/{name}": p
+        for slot, modules in students.items()
+        for cid, module in modules.items()
+        for name, p in module.named_parameters()
+    }
 
 
 def distill_step(
@@ -87,8 +102,7 @@ def distill_step(
     """One optimisation step of every candidate on its slot's captured activations; returns the losses.
 
     Each candidate backpropagates alone (its graph freed at once), then one optimizer step updates
-    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate. Under
-    torchrun every rank distils its own batch and the gradients are averaged across ranks first.
+    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate.
     """
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, dict[str, float]] = {}
@@ -98,7 +112,6 @@ def distill_step(
             loss = loss_fn(t, module(x))
             loss.backward()
             losses.setdefault(slot, {})[cid] = loss.item()
-    average_gradients(parameters(students))
     optimizer.step()
     return losses
 
@@ -111,7 +124,7 @@ def evaluate(
     error: dict[str, dict[str, float]] = {slot: dict.fromkeys(m, 0.0) for slot, m in students.items()}
     energy: dict[str, float] = dict.fromkeys(students, 0.0)
     for idx in batches:
-        activations = capture(teacher, idx)
+        activations = capture(teacher, idx, students)
         for slot, modules in students.items():
             x, t = activations[slot]
             energy[slot] += t.double().pow(2).sum().item()

@@ -2,16 +2,25 @@
 tensors (never pickled objects)."""
 
 import os
+import shutil
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from safetensors.torch import load_file, save_file
 
+from services.jobs.checkpoint import unshared
+from shared.files import atomic_path
 from shared.settings import Settings
 
 
 def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def backend(settings: Settings) -> str:
+    """torch.distributed's backend for the trainer's device: NCCL between GPUs, gloo on CPU."""
+    return "nccl" if settings.trainer_device.startswith("cuda") else "gloo"
 
 
 def job_device(settings: Settings) -> torch.device:
@@ -34,32 +43,6 @@ def owners(costs: list[float], world: int) -> list[int]:
     return owner
 
 
-def average_gradients(params: list[nn.Parameter]) -> None:
-    """All-reduce every gradient as one flat buffer (one collective, not one per tensor)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads or not dist.is_initialized() or dist.get_world_size() == 1:
-        return
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def gathered_rng_states(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    """Every rank's data RNG state (a collective: every rank takes part), so that each rank resumes
-    its own batch stream."""
-    state = generator.get_state()
-    _, world = rank_and_world()
-    if world == 1:
-        return {"data_rng.0": state}
-    gathered = [torch.empty_like(state, device=device) for _ in range(world)]
-    dist.all_gather(gathered, state.to(device))
-    return {f"data_rng.{r}": s.cpu() for r, s in enumerate(gathered)}
-
-
 def summed(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The element-wise sum over ranks (each rank fills its own entries, zeros elsewhere)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -67,3 +50,21 @@ def summed(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     total = values.to(device).clone()
     dist.all_reduce(total)
     return total.cpu()
+
+
+def gathered_files(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:
+    """Every rank's tensors (disjoint keys), merged on rank 0 through a folder every rank can write (a
+    collective; the others get {}). Through files, not the network: a rank's part may be larger than
+    any device's memory, and the job's folder is shared by its ranks anyway."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return tensors
+    with atomic_path(folder / f"rank{rank}.safetensors") as tmp:
+        save_file(unshared(tensors), tmp)
+    dist.barrier()
+    merged: dict[str, torch.Tensor] = {}
+    if rank == 0:
+        for r in range(world):
+            merged |= load_file(folder / f"rank{r}.safetensors")
+        shutil.rmtree(folder)
+    return merged

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from shared.schemas.scores import ScoreTable
@@ -30,16 +31,44 @@ def run_spec(spec, out, processes: int = 1) -> dict:
 
 
 @pytest.mark.slow
-def test_torchrun_distils_on_two_ranks(tmp_path, trained_teacher):
+def test_two_ranks_share_out_the_slots_and_learn_one_processs_candidates(tmp_path, trained_teacher):
+    """Slot-sharded distillation: each rank holds and trains only its slots' candidates, on the same
+    batches; a resume from the sharded checkpoint included, the candidates equal one process's."""
     spec = distill_spec(trained_teacher / "teacher", steps=12, checkpoint_every=5, eval_batches=2)
-    run_spec(spec, tmp_path / "out", processes=2)
-    result = DistillResult.model_validate_json((tmp_path / "out" / "result.json").read_text())
-    assert result.world_size == 2
-    assert 0 < result.heldout_nmse["block1.mlp"]["mlp_i48"] < 1
-    weights = load_file(tmp_path / "out" / "candidates.safetensors")
-    assert "block0.attn/attn_h2_kv1_d8/q_proj.weight" in weights
-    log = (tmp_path / "out" / "log.txt").read_text()
+    alone = DistillResult.model_validate(run_spec(spec, tmp_path / "alone"))
+    shared = DistillResult.model_validate(run_spec(spec, tmp_path / "shared", processes=2))
+    assert shared.world_size == 2 and alone.parameters_per_process == [sum(shared.parameters_per_process)]
+    one, two = (load_file(tmp_path / run / "candidates.safetensors") for run in ("alone", "shared"))
+    assert one.keys() == two.keys() and "block0.attn/attn_h2_kv1_d8/q_proj.weight" in one
+    for name, weight in one.items():
+        assert torch.allclose(weight, two[name], rtol=1e-4, atol=1e-6), name
+    for slot, by_id in alone.heldout_nmse.items():
+        assert by_id == pytest.approx(shared.heldout_nmse[slot], rel=1e-4), slot
+    # each rank held only its own slots' candidates: about half the parameters, and every one of them
+    per_slot: dict[str, int] = {}
+    for name, weight in one.items():
+        per_slot[name.split("/")[0]] = per_slot.get(name.split("/")[0], 0) + weight.numel()
+    held = shared.parameters_per_process
+    assert min(held) > 0 and max(held) <= 0.6 * sum(held)
+    assert sorted(held) != sorted([0, sum(held)])
+    assert any(sum(sizes) == held[0] for sizes in subsets(list(per_slot.values())))  # whole slots only
+    log = (tmp_path / "shared" / "log.txt").read_text()
     assert log.count("distilling") == 1 and "on 2 x cpu" in log  # rank 0 alone logs
+    # the checkpoint at step 10 has one file per rank; either resumes on any number of processes
+    pointer = json.loads((tmp_path / "shared" / "checkpoint" / "checkpoint.json").read_text())
+    assert pointer["step"] == 10 and len(pointer["shards"]) == 2
+    for out, processes in (("shared", 1), ("alone", 2)):
+        again = DistillResult.model_validate(run_spec(spec, tmp_path / out, processes=processes))
+        assert again.world_size == processes
+        for slot, by_id in alone.heldout_nmse.items():
+            assert by_id == pytest.approx(again.heldout_nmse[slot], rel=1e-4), (out, slot)
+        log = (tmp_path / out / "log.txt").read_text()
+        assert "resuming from the checkpoint at step 10" in log, out
+
+
+def subsets(sizes: list[int]):
+    for mask in range(1 << len(sizes)):
+        yield [size for i, size in enumerate(sizes) if mask >> i & 1]
 
 
 @pytest.mark.slow

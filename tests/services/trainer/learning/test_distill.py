@@ -7,8 +7,8 @@ from services.trainer.learning.distill import (
     capture,
     distill_step,
     evaluate,
+    named_parameters,
     nmse,
-    parameters,
 )
 from services.trainer.learning.training import learning_rate
 from shared.model import Decoder
@@ -57,12 +57,12 @@ def test_distillation_lowers_every_candidates_loss():
     torch.manual_seed(0)
     teacher = Decoder(TINY).eval()
     train, heldout = batches(30, seed=1), batches(3, seed=2)
-    trainable, fixed = build_students(teacher, candidates(), capture(teacher, train[0]))
+    trainable, fixed = build_students(teacher, candidates(), capture(teacher, train[0]), seed=0)
     assert set(fixed["block0.attn"]) == {"attn_h4_kv2_d16", "identity"}
     assert set(trainable["block0.attn"]) == {"linear", "attn_h2_kv1_d8"}
     before_heldout = evaluate(teacher, trainable, heldout)
     before_train = evaluate(teacher, trainable, train[:3])
-    optimizer = torch.optim.AdamW(parameters(trainable), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(named_parameters(trainable).values(), lr=1e-3, weight_decay=0.0)
     for _ in range(2):
         for idx in train:
             distill_step(trainable, optimizer, capture(teacher, idx), nmse)
@@ -88,8 +88,8 @@ def test_candidates_train_independently():
     calibration = capture(teacher, train[0])
 
     def train_linear(cands):
-        trainable, _ = build_students(teacher, cands, calibration)
-        optimizer = torch.optim.AdamW(parameters(trainable), lr=1e-3)
+        trainable, _ = build_students(teacher, cands, calibration, seed=0)
+        optimizer = torch.optim.AdamW(named_parameters(trainable).values(), lr=1e-3)
         for idx in train:
             distill_step(trainable, optimizer, capture(teacher, idx), nmse)
         return trainable["block0.mlp"]["linear"].proj.weight
