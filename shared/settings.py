@@ -138,8 +138,8 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=1024,
-        description="Processes a worker runs each distill and score job as (torch.distributed: gloo on "
-        "cpu, NCCL on cuda, one GPU each); the others run in the worker.",
+        description="Processes a worker runs each distill, score, rank and finetune job as "
+        "(torch.distributed: gloo on cpu, NCCL on cuda, one GPU each); evaluate and export run in it.",
     )
 
     # search

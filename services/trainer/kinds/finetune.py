@@ -152,4 +152,6 @@ def run(ctx: JobContext) -> FinetuneResult:
     )
 
 
-KIND = JobKind(name="finetune", spec=FinetuneSpec, result=FinetuneResult, run=run, check=check)
+KIND = JobKind(
+    name="finetune", spec=FinetuneSpec, result=FinetuneResult, run=run, check=check, distributed=True
+)

@@ -162,4 +162,4 @@ def ranked(spec: RankSpec, done: dict[int, list[float]], world: int) -> RankResu
     )
 
 
-KIND = JobKind(name="rank", spec=RankSpec, result=RankResult, run=run, check=check)
+KIND = JobKind(name="rank", spec=RankSpec, result=RankResult, run=run, check=check, distributed=True)
