@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from shared import decilm, hf_code
@@ -184,10 +185,8 @@ class Decoder(nn.Module):
         with torch.device("meta"):  # no time spent initialising weights about to be overwritten
             model = cls(shape, architecture)
         model.to_empty(device="cpu")
-        state = {from_hf_name(k): v for k, v in read_safetensors(directory).items()}
-        if shape.tie_word_embeddings:
-            state.setdefault("lm_head.weight", state["embed.weight"])
-        model.load_state_dict(state, strict=True)
+        tied = {"lm_head.weight": "embed.weight"} if shape.tie_word_embeddings else {}
+        read_safetensors_into(directory, model.state_dict(), tied)
         for module in model.modules():  # buffers derived from the shape are not in the checkpoint
             if hasattr(module, "reset_buffers"):
                 module.reset_buffers()
@@ -240,21 +239,40 @@ def write_config(directory: Path, config: dict) -> None:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a model directory: model.safetensors or shards listed in its index."""
+def read_safetensors_into(
+    directory: Path, target: dict[str, torch.Tensor], tied: dict[str, str] | None = None
+) -> None:
+    """Copy a model directory's tensors (model.safetensors, or the shards its index lists) into
+    `target`'s, one tensor at a time: the model's memory is never held twice. Every target tensor must
+    be in the files (one of `tied`'s keys may take its value's tensor) and every file tensor in the
+    target; RuntimeError naming the first that is not."""
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(check_regular(index).read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state |= load_file(check_regular(directory / Path(shard).name))
-        return state
-    single = directory / "model.safetensors"
-    if not single.exists():
+        names = sorted(set(json.loads(check_regular(index).read_text())["weight_map"].values()))
+        files = [check_regular(directory / Path(name).name) for name in names]
+    elif (directory / "model.safetensors").exists():
+        files = [check_regular(directory / "model.safetensors")]
+    else:
         raise FileNotFoundError(
             f"{directory}: no model.safetensors (only safetensors checkpoints are loaded)"
         )
-    return load_file(check_regular(single))
+    loaded: set[str] = set()
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (a safetensors file handle)
+                name = from_hf_name(key)
+                if name not in target:
+                    raise RuntimeError(f"{path.name}: unexpected tensor {key}")
+                target[name].copy_(f.get_tensor(key))
+                loaded.add(name)
+    for name, source in (tied or {}).items():
+        if name not in loaded and source in loaded:
+            target[name].copy_(target[source])
+            loaded.add(name)
+    if missing := [name for name in target if name not in loaded]:
+        raise RuntimeError(
+            f"{directory}: missing tensor {to_hf_name(missing[0])} (and {len(missing) - 1} more)"
+        )
 
 
 # Our module names <-> Hugging Face Llama names. A slot's RMSNorm lives in its operator here and

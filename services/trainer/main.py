@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.jobs.routes import jobs_router
 from services.trainer.models import QUEUE, recovery
-from services.trainer.routes import artifacts, jobs
+from services.trainer.routes import artifacts, jobs, plans
 from shared.api import stateful_service_app
 from shared.settings import Settings, get_settings
 
@@ -23,6 +23,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         version_table=VERSION_TABLE,
     )
-    for router in (jobs.router, jobs_router(QUEUE, recovery), artifacts.router):
+    for router in (jobs.router, jobs_router(QUEUE, recovery), artifacts.router, plans.router):
         app.include_router(router)
     return app

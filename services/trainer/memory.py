@@ -1,11 +1,11 @@
-"""Refusing at submission a trainer job that cannot fit the trainer's device memory.
+"""A trainer job's plan (shared/plan.py: peak memory per process, FLOPs) from its spec, and the
+refusal at submission of a job that cannot fit the trainer's device on the processes a worker runs
+it as (UNAST_TRAINER_PROCS_PER_JOB for the distributed kinds), naming how many would do.
 
-Rough on purpose, like the profiler's limits (services/profiler/limits.py): it tells a job that fits
-from one that cannot by orders of magnitude (seq_len 131072 x batch_size 4096), not a tight bound.
-Each kind's spec declares its footprint (batch, sequence length, training or not); the model is the
-student the spec names (a student, a rank job's winner, a finetuned model), a directory's as its
-config.json describes it (a teacher, an export), or else the teacher (a distill, score or rank job);
-shared/costs.py's job_memory_bytes counts the rest, all in float32.
+The model is the student the spec names (a student, a rank job's winner, a finetuned model), a
+directory's as its config.json describes it (a teacher, an export), or else the teacher (a distill,
+score or rank job); a distill job's candidates are its spec's or the default pool, a score job's
+its distill job's.
 
 The device is the trainer's (UNAST_TRAINER_DEVICE): this machine's memory for `cpu`; a CUDA device's,
 asked once of a short-lived process so that the API holds no GPU context. A job may plan on
@@ -22,20 +22,25 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from services.trainer.kinds import KINDS
 from services.trainer.models import QUEUE
-from shared.costs import MEMORY_SHARE, job_memory_bytes
+from shared import plan
+from shared.candidates import slot_pools
+from shared.costs import MEMORY_SHARE, job_memory_bytes, parameters
 from shared.errors import ApiError
 from shared.pretrained import read_config
 from shared.schemas.operators import Architecture
 from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import (
     DirectoryModel,
+    DistillResult,
     DistillSpec,
     EvaluateSpec,
     ExportSpec,
     FinetunedModel,
     FinetuneResult,
     FinetuneSpec,
+    JobPlan,
     JobSpec,
     ModelRef,
     RankResult,
@@ -68,26 +73,138 @@ def _cuda_memory_bytes(index: int) -> int | None:
         return None
 
 
-def check_memory(spec: JobSpec, settings: Settings, session: Session) -> None:
-    """422 naming batch_size and seq_len when the job would not fit the trainer's device. Runs after the
-    kind's own check, so paths are resolved and referenced jobs have succeeded."""
-    footprint = spec.footprint()
-    model = job_model(spec, session)
+def job_plan(spec: JobSpec, session: Session, processes: int) -> plan.StagePlan | None:
+    """The planner's figures (shared/plan.py) for a job on `processes` processes; None when its model
+    cannot be told. Runs after the kind's own check: paths are resolved, referenced jobs succeeded."""
+    figures = {"batch_size": spec.batch_size, "seq_len": spec.seq_len}
+    try:
+        match spec:
+            case DistillSpec():
+                if (model := _directory(spec.teacher)) is None:
+                    return None
+                shape = model[0]
+                candidates = spec.candidates or slot_pools(shape, "default", spec.format)
+                return plan.distill(shape, candidates, steps=spec.steps, processes=processes, **figures)
+            case ScoreSpec():
+                distill = QUEUE.get(session, job_id=spec.distill_job)
+                if (model := _distilled(spec.distill_job, session)) is None:
+                    return None
+                operators = DistillResult.model_validate(distill.result).operators
+                candidates = {slot: list(ops.values()) for slot, ops in operators.items()}
+                batches = spec.eval_batches
+                return plan.score(model[0], candidates, batches=batches, processes=processes, **figures)
+            case RankSpec():
+                if (model := _distilled(spec.distill_job, session)) is None:
+                    return None
+                largest = max(spec.architectures, key=lambda a: parameters(a, model[0]))
+                return plan.finetune(
+                    model[0],
+                    largest,
+                    steps=spec.steps,
+                    kd=spec.loss != "lm",
+                    processes=processes,
+                    kind="rank",
+                    architectures=len(spec.architectures),
+                    **figures,
+                )
+            case FinetuneSpec():
+                if (model := _referenced(spec.model, session)) is None:
+                    return None
+                kd = spec.loss != "lm"
+                return plan.finetune(*model, steps=spec.steps, kd=kd, processes=processes, **figures)
+            case EvaluateSpec() | ExportSpec():
+                if (model := _referenced(spec.model, session)) is None:
+                    return None
+                parts = job_memory_bytes(model[1], model[0], **spec.footprint()._asdict())
+                return plan.StagePlan(spec.kind, 1, parts | {"runtime": plan.RUNTIME_BYTES}, 0.0)
+    except ValidationError:  # a stored job that does not read as its kind's models
+        return None
+    raise TypeError(f"{type(spec).__name__}: the planner does not know the job")
+
+
+def processes_for(spec: JobSpec, settings: Settings) -> int:
+    """How many processes a worker runs this job as."""
+    return settings.trainer_procs_per_job if KINDS[spec.kind].distributed else 1
+
+
+def plan_job(spec: JobSpec, settings: Settings, session: Session, timed: bool = False) -> JobPlan | None:
+    """The job's plan on the processes a worker runs it as, against the trainer's device (with the
+    expected time when `timed`: that measures the device once); None when its model cannot be told."""
+    processes = processes_for(spec, settings)
+    stage = job_plan(spec, session, processes)
+    if stage is None:
+        return None
     available = device_memory_bytes(settings.trainer_device)
-    if model is None or available is None:
+    fits = needed = None
+    if available is not None:
+        fits = stage.peak_bytes <= available * MEMORY_SHARE
+        if KINDS[spec.kind].distributed:
+            needed = plan.ranks_needed(lambda n: job_plan(spec, session, n), available * MEMORY_SHARE)
+    rate = device_flops(settings.trainer_device, settings.torch_threads) if timed else None
+    return JobPlan(
+        kind=spec.kind,
+        processes=processes,
+        peak_bytes=stage.peak_bytes,
+        memory=stage.memory,
+        flops=stage.flops,
+        device=settings.trainer_device,
+        device_memory_bytes=available,
+        fits=fits,
+        processes_needed=needed,
+        device_flops=rate,
+        seconds=None if rate is None else stage.flops / (rate * plan.UTILISATION),
+    )
+
+
+def check_memory(spec: JobSpec, settings: Settings, session: Session) -> None:
+    """422 naming batch_size and seq_len, with the processes that would make it fit, when the job would
+    not fit the trainer's device on the processes a worker runs it as."""
+    job = plan_job(spec, settings, session)
+    if job is None or job.fits is not False:
         return
-    shape, architecture = model
-    parts = job_memory_bytes(architecture, shape, **footprint._asdict())
-    need, offered = sum(parts.values()), available * MEMORY_SHARE
-    if need <= offered:
-        return
-    breakdown = ", ".join(f"{_gib(v)} of {k}" for k, v in parts.items())
+    offered = job.device_memory_bytes * MEMORY_SHARE
+    breakdown = ", ".join(f"{_gib(v)} of {k}" for k, v in job.memory.items())
+    advice = "use a smaller batch_size or seq_len"
+    if job.processes_needed is not None:
+        n = job.processes_needed
+        advice = f"it fits on {n} processes (UNAST_TRAINER_PROCS_PER_JOB={n}, one device each); or {advice}"
     message = (
-        f"the job needs about {_gib(need)} ({breakdown}); the trainer's device ({settings.trainer_device}) "
-        f"offers {_gib(offered)}: use a smaller batch_size or seq_len"
+        f"the job needs about {_gib(job.peak_bytes)} per process on {job.processes} ({breakdown}); the "
+        f"trainer's device ({job.device}) offers {_gib(offered)}: {advice}"
     )
     details = [{"field": f"body.{name}", "message": message} for name in ("batch_size", "seq_len")]
     raise ApiError(422, f"body.batch_size, body.seq_len: {message}", details=details)
+
+
+MATMUL = """
+import time, torch
+torch.set_num_threads({threads})
+device, n = torch.device({device!r}), 1024
+a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+for _ in range(3):
+    a @ b
+sync()
+start, calls = time.perf_counter(), 0
+while time.perf_counter() - start < 0.5:
+    a @ b
+    calls += 1
+sync()
+print(2 * n**3 * calls / (time.perf_counter() - start))
+"""
+
+
+@functools.cache
+def device_flops(device: str, threads: int) -> float | None:
+    """The device's float32 matmul rate, measured once by a short-lived process (the API holds no GPU
+    context and no torch); None when it cannot be measured."""
+    code = MATMUL.format(device=device, threads=threads)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        return float(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        log.warning("cannot measure the speed of %s; plans give no time", device)
+        return None
 
 
 def _gib(n: float) -> str:
@@ -95,21 +212,6 @@ def _gib(n: float) -> str:
 
 
 Model = tuple[ModelShape, Architecture]  # the teacher's shape, and the architecture made from it
-
-
-def job_model(spec: JobSpec, session: Session) -> Model | None:
-    """The model a job holds, sized as the module's docstring says; None when it cannot be told."""
-    try:
-        match spec:
-            case DistillSpec():
-                return _directory(spec.teacher)
-            case ScoreSpec() | RankSpec():
-                return _distilled(spec.distill_job, session)
-            case EvaluateSpec() | FinetuneSpec() | ExportSpec():
-                return _referenced(spec.model, session)
-    except ValidationError:  # a stored job that does not read as its kind's models
-        return None
-    raise TypeError(f"{type(spec).__name__}: the memory check does not know which model it holds")
 
 
 def _referenced(ref: ModelRef, session: Session) -> Model | None:

@@ -9,7 +9,7 @@ from shared.clients.base import ServiceError, service_error
 from shared.clients.jobs import JobsClient
 from shared.files import atomic_path
 from shared.schemas.jobs import Artifact, Job
-from shared.schemas.trainer import RESULTS, JobSpec
+from shared.schemas.trainer import RESULTS, JobPlan, JobSpec
 
 
 class TrainerClient(JobsClient):
@@ -22,6 +22,10 @@ class TrainerClient(JobsClient):
         body = spec.model_dump(mode="json")
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(self.request("POST", "/v1/jobs", json=body, headers=headers))
+
+    def plan(self, spec: JobSpec) -> JobPlan:
+        """What the job would take on the trainer's device (nothing is queued)."""
+        return JobPlan.model_validate(self.request("POST", "/v1/plans", json=spec.model_dump(mode="json")))
 
     def result(self, job_id: str) -> BaseModel:
         """A succeeded job's result, as its kind's result model (DistillResult, ScoreTable, ...)."""

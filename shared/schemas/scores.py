@@ -40,3 +40,7 @@ class ScoreTable(_Schema):
         "of the held-out batches, within each slot, averaged over slots: how stable the ranking is."
     )
     slots: list[ScoredSlot]
+    peak_memory_bytes: list[int] = Field(
+        default_factory=list,
+        description="Each process's peak memory while scoring (services/trainer/learning/peak.py).",
+    )

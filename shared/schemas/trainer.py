@@ -144,6 +144,9 @@ class DistillResult(BaseModel):
     )
     operators: dict[str, dict[str, OperatorSpec]] = Field(description="Slot -> candidate id -> operator.")
     world_size: int = Field(description="Processes that trained (torchrun ranks).")
+    peak_memory_bytes: list[int] = Field(
+        default_factory=list, description="Each process's peak memory (services/trainer/learning/peak.py)."
+    )
     parameters_per_process: list[int] = Field(
         default_factory=list,
         description="Trained parameters each process held (the slots are shared out among them).",
@@ -266,6 +269,9 @@ class RankResult(BaseModel):
     steps: int
     heldout_tokens: int
     world_size: int
+    peak_memory_bytes: list[int] = Field(
+        default_factory=list, description="Each process's peak memory (services/trainer/learning/peak.py)."
+    )
 
 
 class FinetuneSpec(TrainingSchedule):
@@ -307,6 +313,9 @@ class FinetuneResult(BaseModel):
         description="Wall time of this attempt's training steps (held-out evaluations left out)."
     )
     world_size: int
+    peak_memory_bytes: list[int] = Field(
+        default_factory=list, description="Each process's peak memory (services/trainer/learning/peak.py)."
+    )
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -357,6 +366,33 @@ class ExportResult(BaseModel):
 
 
 # -- every kind ---------------------------------------------------------------------------------------
+
+# -- plans (shared/plan.py): what a job would take, before it is queued --------------------------
+
+
+class JobPlan(BaseModel):
+    kind: str
+    processes: int = Field(
+        description="Processes a worker runs it as (UNAST_TRAINER_PROCS_PER_JOB for distill, score, rank "
+        "and finetune; 1 for the others)."
+    )
+    peak_bytes: int = Field(description="Expected peak memory per process (float32 throughout).")
+    memory: dict[str, int] = Field(description="The peak's parts, bytes per process.")
+    flops: float = Field(description="Floating-point operations per process (2 per multiply-add).")
+    device: str = Field(description="The trainer's device (UNAST_TRAINER_DEVICE).")
+    device_memory_bytes: int | None = Field(description="Its memory; null when it cannot be told.")
+    fits: bool | None = Field(description="Whether the peak is within MEMORY_SHARE of the device's memory.")
+    processes_needed: int | None = Field(
+        description="The fewest processes (1, 2, 4, ...) on which it fits; null when none does, when the "
+        "kind does not share its work out, or when the device's memory is unknown."
+    )
+    device_flops: float | None = Field(
+        None, description="The device's measured float32 matmul rate, FLOP/s (null: not measured)."
+    )
+    seconds: float | None = Field(
+        None, description="Expected time: flops / (device_flops x shared.plan.UTILISATION)."
+    )
+
 
 JobSpec = Annotated[
     DistillSpec | ScoreSpec | EvaluateSpec | RankSpec | FinetuneSpec | ExportSpec,

@@ -20,7 +20,7 @@ from services.trainer.main import MIGRATIONS as TRAINER_MIGRATIONS
 from services.trainer.main import VERSION_TABLE as TRAINER_VERSIONS
 from services.trainer.models import QUEUE
 from shared.clients.profiler import ProfilerClient
-from shared.costs import FLOAT_BYTES, MEMORY_SHARE, job_memory_bytes, parameters
+from shared.costs import FLOAT_BYTES, MEMORY_SHARE, parameters
 from shared.db import make_engine, make_sessionmaker, upgrade
 from shared.errors import ApiError
 from shared.model import Decoder
@@ -104,10 +104,9 @@ def test_one_parameter_count(shape, architecture, settings, databases, tmp_path,
     with databases() as session:
         distill, _ = QUEUE.submit(session, spec=DistillSpec(teacher=str(teacher), steps=1))
         spec = EvaluateSpec(model=StudentModel(distill_job=distill.id, architecture=architecture))
-        assert memory.job_model(spec, session) == (shape, architecture)
-        parts = job_memory_bytes(architecture, shape, **spec.footprint()._asdict())
-        assert parts["weights"] == FLOAT_BYTES * count
-        need = sum(parts.values())
+        stage = memory.job_plan(spec, session, processes=1)
+        assert stage.memory["weights"] == FLOAT_BYTES * count
+        need = stage.peak_bytes
         monkeypatch.setattr(memory, "device_memory_bytes", lambda _: math.ceil(need / MEMORY_SHARE) + 1)
         memory.check_memory(spec, settings, session)  # just fits
         monkeypatch.setattr(memory, "device_memory_bytes", lambda _: int(need / MEMORY_SHARE) - 2)

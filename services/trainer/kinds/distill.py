@@ -24,14 +24,15 @@ from services.trainer.learning.distill import (
     evaluate,
     named_parameters,
 )
-from services.trainer.learning.distributed import gathered_files, job_device, owners, rank_and_world, summed
+from services.trainer.learning.distributed import gathered_files, job_device, rank_and_world, summed
+from services.trainer.learning.peak import PeakMemory
 from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
 from services.trainer.learning.training import LOG_EVERY_S, learning_rate, set_learning_rate
 from shared import decilm
 from shared.candidates import inheritance_problem, slot_pools
-from shared.costs import operator_flops
 from shared.errors import invalid
 from shared.model import Decoder
+from shared.plan import owners, slot_flops
 from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name, teacher_operator
 from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import DistillResult, DistillSpec
@@ -77,11 +78,8 @@ def slot_candidates(spec: DistillSpec, teacher: Decoder) -> dict[str, list[Opera
 def slot_owners(
     specs: dict[str, list[OperatorSpec]], shape: ModelShape, tokens: int, seq_len: int, world: int
 ) -> dict[str, int]:
-    """Slot -> the rank that distils it, balanced by its candidates' FLOPs per step (forward and
-    backward alike: three times the forward's)."""
-    costs = [
-        sum(operator_flops(op, shape, rows=tokens, attended=seq_len) for op in ops) for ops in specs.values()
-    ]
+    """Slot -> the rank that distils it, balanced by its candidates' FLOPs (as the planner counts)."""
+    costs = [slot_flops(ops, shape, tokens, seq_len) for ops in specs.values()]
     return dict(zip(specs, owners(costs, world), strict=True))
 
 
@@ -92,6 +90,7 @@ def run(ctx: JobContext) -> DistillResult:
     spec = DistillSpec.model_validate(ctx.spec)
     rank, world = rank_and_world()
     device = job_device(ctx.settings)
+    peak = PeakMemory(device)
     torch.manual_seed(spec.seed)
     teacher = Decoder.from_pretrained(spec.teacher).to(device).eval().requires_grad_(False)
     train, heldout = job_tokens(spec.dataset, Path(spec.teacher))
@@ -158,6 +157,8 @@ def run(ctx: JobContext) -> DistillResult:
 
     every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in mine}
     nmse = gathered_nmse(evaluate(teacher, every, batches()), specs, device)
+    peaks = peak.per_process()  # a collective
+    ctx.log(f"peak memory per process: {', '.join(f'{n / 2**30:.2f} GiB' for n in peaks)}")
     tensors = gathered_files({k: v.cpu() for k, v in flatten(trainable).items()}, ctx.directory / "shards")
     operators = {slot: {spec_name(op): op for op in ops} for slot, ops in specs.items()}
     if rank == 0:
@@ -174,6 +175,7 @@ def run(ctx: JobContext) -> DistillResult:
         operators=operators,
         world_size=world,
         parameters_per_process=[int(n) for n in held],
+        peak_memory_bytes=peaks,
         train_tokens=len(train),
         heldout_tokens=len(heldout),
     )

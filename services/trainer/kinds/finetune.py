@@ -10,7 +10,6 @@ The model is written as <job dir>/model/ (config.json, model.safetensors, the to
 import time
 
 import torch
-import torch.distributed as dist
 from sqlalchemy.orm import Session
 from torch.nn.parallel import DistributedDataParallel
 
@@ -26,6 +25,7 @@ from services.trainer.kinds.model_ref import (
 )
 from services.trainer.learning.data import job_tokens
 from services.trainer.learning.distributed import job_device, rank_and_world
+from services.trainer.learning.peak import PeakMemory
 from services.trainer.learning.training import (
     LOG_EVERY_S,
     Objective,
@@ -58,13 +58,16 @@ def run(ctx: JobContext) -> FinetuneResult:
     if spec.batch_size % world:
         raise ValueError(f"batch_size {spec.batch_size} does not split over {world} processes")
     device = job_device(ctx.settings)
+    peak = PeakMemory(device)
     torch.manual_seed(spec.seed)
     loaded = load_model(ctx, spec.model, device)
     model = loaded.model.train()
     objective = Objective.of(spec)
     teacher = None
-    if objective.needs_teacher:
-        teacher = Decoder.from_pretrained(loaded.teacher).to(device).eval().requires_grad_(False)
+    if objective.needs_teacher:  # the one a student was made from, or loaded now
+        teacher = loaded.teacher_model or Decoder.from_pretrained(loaded.teacher).to(device)
+        teacher.eval().requires_grad_(False)
+    loaded.teacher_model = None  # an lm finetune holds no teacher
     train, heldout = job_tokens(spec.dataset, loaded.directory)
     trained = DistributedDataParallel(model) if world > 1 else model
     optimizer = make_optimizer(model, spec.learning_rate, spec.weight_decay)
@@ -125,8 +128,7 @@ def run(ctx: JobContext) -> FinetuneResult:
     ctx.step(spec.steps, spec.steps)
     if not any(p.step == spec.steps for p in curve):
         evaluate(spec.steps)
-    if world > 1:
-        dist.barrier()
+    peaks = peak.per_process()  # a collective: also the barrier before rank 0 writes
     directory = ctx.directory / MODEL_DIR
     if rank == 0:
         model.eval()
@@ -149,6 +151,7 @@ def run(ctx: JobContext) -> FinetuneResult:
         model_dir=str(directory),
         train_seconds=train_seconds,
         world_size=world,
+        peak_memory_bytes=peaks,
     )
 
 

@@ -67,6 +67,7 @@ class Loaded:
     directory: Path  # where its tokenizer (and, for the teacher, its weights) are read from
     teacher: Path  # the teacher it was made from (itself for a plain directory)
     lineage: dict[str, Any] = field(default_factory=dict)  # the jobs that made it
+    teacher_model: Decoder | None = None  # the teacher itself, where making the model loaded it
 
     @property
     def architecture(self) -> Architecture:
@@ -107,7 +108,7 @@ def _student(
     teacher_dir = Path(distill.spec["teacher"])
     teacher = Decoder.from_pretrained(teacher_dir).to(device)
     model = load_student(teacher, distill.directory, architecture)
-    return Loaded(model, teacher_dir, teacher_dir, {**lineage, "distill_job": distill.id})
+    return Loaded(model, teacher_dir, teacher_dir, {**lineage, "distill_job": distill.id}, teacher)
 
 
 def _teacher_of(directory: Path) -> Path:

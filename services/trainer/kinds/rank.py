@@ -26,6 +26,7 @@ from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
 from services.trainer.learning.data import job_tokens
 from services.trainer.learning.distributed import job_device, rank_and_world, summed
+from services.trainer.learning.peak import PeakMemory
 from services.trainer.learning.stats import spearman
 from services.trainer.learning.students import load_student
 from services.trainer.learning.training import (
@@ -71,6 +72,7 @@ def run(ctx: JobContext) -> RankResult:
     spec = RankSpec.model_validate(ctx.spec)
     rank, world = rank_and_world()
     device = job_device(ctx.settings)
+    peak = PeakMemory(device)
     distill = ctx.job(spec.distill_job)
     teacher_dir = Path(distill.spec["teacher"])
     teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
@@ -105,7 +107,7 @@ def run(ctx: JobContext) -> RankResult:
                 step=len(done), model={}, state={"losses": {str(i): v for i, v in done.items()}}
             )
     ctx.step(rounds * spec.steps, rounds * spec.steps)
-    return ranked(spec, done, world)
+    return ranked(spec, done, world).model_copy(update={"peak_memory_bytes": peak.per_process()})
 
 
 def short_finetune(

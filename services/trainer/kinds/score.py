@@ -23,11 +23,13 @@ from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
 from services.trainer.learning.data import heldout_batches, job_tokens
-from services.trainer.learning.distributed import job_device, owners, rank_and_world, summed
+from services.trainer.learning.distributed import job_device, rank_and_world, summed
+from services.trainer.learning.peak import PeakMemory
 from services.trainer.learning.scores import batch_loss_sums
 from services.trainer.learning.stats import spearman
 from services.trainer.learning.students import load_candidates
 from shared.model import Decoder
+from shared.plan import owners
 from shared.schemas.operators import is_teacher, operator_adapter, parse_slot_id
 from shared.schemas.scores import ScoredCandidate, ScoredSlot, ScoreTable
 from shared.schemas.trainer import ScoreSpec
@@ -47,6 +49,7 @@ def run(ctx: JobContext) -> ScoreTable:
     teacher_dir = Path(distill.spec["teacher"])
     rank, world = rank_and_world()
     device = job_device(ctx.settings)
+    peak = PeakMemory(device)
     teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
     candidates = load_candidates(distill.directory, teacher)
     _, heldout = job_tokens(spec.dataset, teacher_dir)
@@ -88,6 +91,7 @@ def run(ctx: JobContext) -> ScoreTable:
             if rank == 0:
                 ctx.save_checkpoint(step=step + 1, model={}, extra={"sums": every})
     sums = summed(sums, device)
+    peaks = peak.per_process()  # a collective
     ctx.step(len(batches), len(batches))
     # the per-batch sums, for studies of the scores' noise (benchmarks/score_noise.py)
     columns = ["teacher"] + [f"{slot}/{cid}" for slot, cid in pairs]
@@ -102,7 +106,7 @@ def run(ctx: JobContext) -> ScoreTable:
         f"teacher held-out loss {table.teacher_loss:.4f} over {table.tokens} tokens on {world} process(es); "
         f"half-split rank stability {table.rank_stability}"
     )
-    return table
+    return table.model_copy(update={"peak_memory_bytes": peaks})
 
 
 def table_from_sums(

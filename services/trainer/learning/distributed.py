@@ -30,19 +30,6 @@ def job_device(settings: Settings) -> torch.device:
     return torch.device(settings.trainer_device)
 
 
-def owners(costs: list[float], world: int) -> list[int]:
-    """The rank that takes each of independent pieces of work of these costs: the largest first, each
-    to the rank with the least so far (longest-processing-time first: within 4/3 of the best split).
-    The same on every rank: ties go to the lower rank, equal costs keep their order."""
-    load = [0.0] * world
-    owner = [0] * len(costs)
-    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
-        rank = min(range(world), key=lambda r: (load[r], r))
-        owner[i] = rank
-        load[rank] += costs[i]
-    return owner
-
-
 def summed(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The element-wise sum over ranks (each rank fills its own entries, zeros elsewhere)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

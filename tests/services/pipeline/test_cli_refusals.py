@@ -159,6 +159,6 @@ def test_the_teacher_is_learnt_without_loading_a_weight(compress, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "load_file", no_weights)
     monkeypatch.setattr(shared.model, "load_file", no_weights)
-    monkeypatch.setattr(shared.model, "read_safetensors", no_weights)
+    monkeypatch.setattr(shared.model, "read_safetensors_into", no_weights)
     with pytest.raises(StackStarted):
         compress("--latency", "0.5")

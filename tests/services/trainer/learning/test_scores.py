@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from services.trainer.learning.distill import build_students, capture
-from services.trainer.learning.distributed import owners
 from services.trainer.learning.scores import score_table
 from shared.model import Decoder
+from shared.plan import owners
 from shared.schemas.operators import IdentityOp, LinearOp, MLPOp, teacher_operator
 from shared.schemas.shape import PRESETS
 
