@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from services.pipeline import data, methods
 from services.pipeline.configs import CONFIGS, changed, load_config
+from services.pipeline.planning import plan_table
 from services.pipeline.progress import Reporter
 from services.pipeline.record import RecordError, RunInputs, RunRecord, digest, lock
 from services.pipeline.report import Report, Row, write
@@ -132,6 +133,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--text-field", default="text", help="the field of a .jsonl or .parquet that holds the text"
     )
     parser.add_argument("--out", type=Path, required=True, help="the run directory (runs/NAME)")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print each trainer stage's peak memory per process and expected time, and run nothing",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -186,6 +192,9 @@ def main(args: argparse.Namespace) -> int:
     if format == "nemotron-nas" and (why := decilm.family_problem(shape)) is not None:
         print(f"unast compress: --format nemotron-nas: {why}", file=sys.stderr)
         return 2
+    if args.plan:
+        print(plan_table(config, shape, format, settings))
+        return 0
     prepared = None
     if args.data is not None:  # read, checked and tokenised before anything starts
         try:

@@ -7,16 +7,10 @@ directory's as its config.json describes it (a teacher, an export), or else the 
 score or rank job); a distill job's candidates are its spec's or the default pool, a score job's
 its distill job's.
 
-The device is the trainer's (UNAST_TRAINER_DEVICE): this machine's memory for `cpu`; a CUDA device's,
-asked once of a short-lived process so that the API holds no GPU context. A job may plan on
-MEMORY_SHARE of it.
+The device is the trainer's (UNAST_TRAINER_DEVICE; shared/device_capacity.py); a job may plan on
+MEMORY_SHARE of its memory.
 """
 
-import functools
-import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -27,6 +21,7 @@ from services.trainer.models import QUEUE
 from shared import plan
 from shared.candidates import slot_pools
 from shared.costs import MEMORY_SHARE, job_memory_bytes, parameters
+from shared.device_capacity import device_flops, device_memory_bytes
 from shared.errors import ApiError
 from shared.pretrained import read_config
 from shared.schemas.operators import Architecture
@@ -51,26 +46,6 @@ from shared.schemas.trainer import (
     StudentModel,
 )
 from shared.settings import Settings
-
-log = logging.getLogger("unast.trainer.memory")
-
-
-def device_memory_bytes(device: str) -> int | None:
-    """Memory of the trainer's device, or None when it cannot be told (the check is then skipped)."""
-    if device == "cpu":
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return _cuda_memory_bytes(int(device.partition(":")[2] or 0))
-
-
-@functools.cache
-def _cuda_memory_bytes(index: int) -> int | None:
-    code = f"import torch; print(torch.cuda.get_device_properties({index}).total_memory)"
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        return int(out.stdout.strip())
-    except (OSError, ValueError, subprocess.SubprocessError):
-        log.warning("cannot tell the memory of cuda:%d; trainer jobs are not checked against it", index)
-        return None
 
 
 def job_plan(spec: JobSpec, session: Session, processes: int) -> plan.StagePlan | None:
@@ -174,37 +149,6 @@ def check_memory(spec: JobSpec, settings: Settings, session: Session) -> None:
     )
     details = [{"field": f"body.{name}", "message": message} for name in ("batch_size", "seq_len")]
     raise ApiError(422, f"body.batch_size, body.seq_len: {message}", details=details)
-
-
-MATMUL = """
-import time, torch
-torch.set_num_threads({threads})
-device, n = torch.device({device!r}), 1024
-a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-for _ in range(3):
-    a @ b
-sync()
-start, calls = time.perf_counter(), 0
-while time.perf_counter() - start < 0.5:
-    a @ b
-    calls += 1
-sync()
-print(2 * n**3 * calls / (time.perf_counter() - start))
-"""
-
-
-@functools.cache
-def device_flops(device: str, threads: int) -> float | None:
-    """The device's float32 matmul rate, measured once by a short-lived process (the API holds no GPU
-    context and no torch); None when it cannot be measured."""
-    code = MATMUL.format(device=device, threads=threads)
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        return float(out.stdout.strip())
-    except (OSError, ValueError, subprocess.SubprocessError):
-        log.warning("cannot measure the speed of %s; plans give no time", device)
-        return None
 
 
 def _gib(n: float) -> str:

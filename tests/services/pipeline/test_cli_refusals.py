@@ -158,7 +158,24 @@ def test_the_teacher_is_learnt_without_loading_a_weight(compress, monkeypatch):
         raise AssertionError("unast compress loaded weights to learn the teacher")
 
     monkeypatch.setattr(safetensors.torch, "load_file", no_weights)
-    monkeypatch.setattr(shared.model, "load_file", no_weights)
+    monkeypatch.setattr(shared.model, "safe_open", no_weights)
     monkeypatch.setattr(shared.model, "read_safetensors_into", no_weights)
     with pytest.raises(StackStarted):
         compress("--latency", "0.5")
+
+
+def test_plan_prints_every_trainer_stage_and_starts_nothing(monkeypatch, capsys, tmp_path, teacher):
+    """--plan: each trainer stage's plan on the trainer's device, from the teacher's shape and the
+    config; no stack, no --out folder."""
+    monkeypatch.setattr(compress_module, "services", no_stack)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as done:
+        unast(["compress", "--model", str(teacher), "--latency", "0.5", "--out", str(out), "--plan"])
+    printed = capsys.readouterr()
+    assert done.value.code == 0 and printed.err == "" and not out.exists()
+    rows = [
+        line.split(" | ") for line in printed.out.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert [row[0] for row in rows] == ["| stage", "| distill", "| score", "| rank", "| finetune"]
+    assert all(row[3] == "yes" for row in rows[1:]), rows  # a small teacher fits this machine
+    assert "plan on 1 process(es) of cpu" in printed.out
