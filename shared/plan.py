@@ -6,8 +6,9 @@ Memory, in float32 bytes F = 4 per value, T = batch_size x seq_len tokens, h = h
   the rank's trained candidates (weights, gradients, AdamW's two moments); every own slot's captured
   input and output (2 T h each); the larger of one candidate's backward graph and one teacher
   operator's forward intermediates (activations_per_token x T).
-- score (per rank): the teacher and every candidate (weights only); the residual stream entering every
-  slot (T h each, kept for the batch); one operator's intermediates; the logits (LOGIT_COPIES x T V).
+- score (per rank, the (slot, candidate) pairs shared out as the job does): the teacher and the rank's
+  own candidates (weights only); the residual stream entering every slot (T h each, kept for the
+  batch); one operator's intermediates; the logits (LOGIT_COPIES x T V).
 - finetune and rank: shared/costs.py's job_memory_bytes for the student (rank: one architecture at a
   time, each rank its own), with the teacher beside it for a kd loss.
 - every job: RUNTIME_BYTES (data, workspaces, the allocator's slack).
@@ -157,10 +158,15 @@ def score(
     cost = [operator_flops(op, shape, rows=tokens, attended=seq_len) + suffix[index[s]] for s, op in pairs]
     owner = owners([float(len(slots) - index[slot]) for slot, _ in pairs], processes)  # as the job does
     share = max(sum(c for c, r in zip(cost, owner, strict=True) if r == rank) for rank in range(processes))
-    every = sum(operator_parameters(op, shape) for slot, op in pairs if trained(slot, op, shape))
-    intermediates = max(activations_per_token(op, shape) for specs in candidates.values() for op in specs)
+    held = max(  # the candidates a rank loads: its own pairs'
+        sum(operator_parameters(op, shape) for (slot, op), r in zip(pairs, owner, strict=True) if r == rank)
+        for rank in range(processes)
+    )
+    run = ops + [op for specs in candidates.values() for op in specs]  # the teacher's, the candidates'
+    intermediates = max(activations_per_token(op, shape) for op in run)
     memory = {
-        "teacher and candidates": (parameters(teacher, shape) + every) * FLOAT_BYTES,
+        "teacher": parameters(teacher, shape) * FLOAT_BYTES,
+        "candidates": held * FLOAT_BYTES,
         "residual streams": tokens * shape.hidden_size * len(slots) * FLOAT_BYTES,
         "one operator's intermediates": tokens * intermediates * FLOAT_BYTES,
         "logits": tokens * shape.vocab_size * LOGIT_COPIES * FLOAT_BYTES,

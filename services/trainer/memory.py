@@ -13,7 +13,7 @@ MEMORY_SHARE of its memory.
 
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from services.trainer.kinds import KINDS
@@ -24,11 +24,10 @@ from shared.costs import MEMORY_SHARE, job_memory_bytes, parameters
 from shared.device_capacity import device_flops, device_memory_bytes
 from shared.errors import ApiError
 from shared.pretrained import read_config
-from shared.schemas.operators import Architecture
+from shared.schemas.operators import Architecture, OperatorSpec
 from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import (
     DirectoryModel,
-    DistillResult,
     DistillSpec,
     EvaluateSpec,
     ExportSpec,
@@ -47,11 +46,14 @@ from shared.schemas.trainer import (
 )
 from shared.settings import Settings
 
+OPERATORS = TypeAdapter(dict[str, dict[str, OperatorSpec]])  # a distill job's candidates, by slot and id
+
 
 def job_plan(spec: JobSpec, session: Session, processes: int) -> plan.StagePlan | None:
     """The planner's figures (shared/plan.py) for a job on `processes` processes; None when its model
     cannot be told. Runs after the kind's own check: paths are resolved, referenced jobs succeeded."""
-    figures = {"batch_size": spec.batch_size, "seq_len": spec.seq_len}
+    footprint = spec.footprint()
+    figures = {"batch_size": footprint.batch_size, "seq_len": footprint.seq_len}
     try:
         match spec:
             case DistillSpec():
@@ -64,7 +66,7 @@ def job_plan(spec: JobSpec, session: Session, processes: int) -> plan.StagePlan 
                 distill = QUEUE.get(session, job_id=spec.distill_job)
                 if (model := _distilled(spec.distill_job, session)) is None:
                     return None
-                operators = DistillResult.model_validate(distill.result).operators
+                operators = OPERATORS.validate_python((distill.result or {}).get("operators", {}))
                 candidates = {slot: list(ops.values()) for slot, ops in operators.items()}
                 batches = spec.eval_batches
                 return plan.score(model[0], candidates, batches=batches, processes=processes, **figures)
@@ -90,7 +92,7 @@ def job_plan(spec: JobSpec, session: Session, processes: int) -> plan.StagePlan 
             case EvaluateSpec() | ExportSpec():
                 if (model := _referenced(spec.model, session)) is None:
                     return None
-                parts = job_memory_bytes(model[1], model[0], **spec.footprint()._asdict())
+                parts = job_memory_bytes(model[1], model[0], **footprint._asdict())
                 return plan.StagePlan(spec.kind, 1, parts | {"runtime": plan.RUNTIME_BYTES}, 0.0)
     except ValidationError:  # a stored job that does not read as its kind's models
         return None

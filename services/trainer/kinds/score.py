@@ -51,24 +51,21 @@ def run(ctx: JobContext) -> ScoreTable:
     device = job_device(ctx.settings)
     peak = PeakMemory(device)
     teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
-    candidates = load_candidates(distill.directory, teacher)
     _, heldout = job_tokens(spec.dataset, teacher_dir)
     batches = list(heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches))
     # per batch: the teacher's summed token loss, then every (slot, candidate)'s in a fixed order;
     # the teacher's own operators are not run (their score is 0)
+    operators = distill.result["operators"]
     pairs = [
         (slot, cid)
-        for slot, modules in candidates.items()
-        for cid, module in modules.items()
-        if module is not teacher.operator(slot)
+        for slot, by_id in operators.items()
+        for cid, payload in by_id.items()
+        if not is_teacher(operator_adapter.validate_python(payload), teacher.shape, parse_slot_id(slot)[1])
     ]
     slot_index = {slot: i for i, (slot, _) in enumerate(teacher.slots())}
     owner = owners([len(slot_index) - slot_index[slot] for slot, _ in pairs], world)
-    own = [j for j, r in enumerate(owner) if r == rank]  # this rank's pairs
-    running: dict = {}
-    for j in own:
-        slot, cid = pairs[j]
-        running.setdefault(slot, {})[cid] = candidates[slot][cid]
+    own = [j for j, r in enumerate(owner) if r == rank]  # this rank's pairs: the only ones it loads
+    running = load_candidates(distill.directory, teacher, only={pairs[j] for j in own})
     # this rank's columns: the teacher's (rank 0's), then its pairs'; the others stay 0 until summed
     mine = torch.zeros(1 + len(pairs), dtype=torch.float64)
     mine[[1 + j for j in own] + ([0] if rank == 0 else [])] = 1
@@ -99,9 +96,7 @@ def run(ctx: JobContext) -> ScoreTable:
         meta = {"columns": columns, "tokens_per_batch": spec.batch_size * spec.seq_len}
         ctx.save_artifact(BATCH_LOSSES, {"sums": sums}, meta)
     tokens_per_batch = spec.batch_size * spec.seq_len
-    table = table_from_sums(
-        sums.numpy(), pairs, tokens_per_batch, candidates, teacher, distill.result["operators"]
-    )
+    table = table_from_sums(sums.numpy(), pairs, tokens_per_batch, teacher, operators)
     ctx.log(
         f"teacher held-out loss {table.teacher_loss:.4f} over {table.tokens} tokens on {world} process(es); "
         f"half-split rank stability {table.rank_stability}"
@@ -110,7 +105,7 @@ def run(ctx: JobContext) -> ScoreTable:
 
 
 def table_from_sums(
-    sums: np.ndarray, pairs: list[tuple[str, str]], tokens_per_batch: int, candidates, teacher, operators
+    sums: np.ndarray, pairs: list[tuple[str, str]], tokens_per_batch: int, teacher, operators
 ) -> ScoreTable:
     """Scores, paired standard errors and the half-split rank stability from per-batch loss sums
     (rows: batches; columns: the teacher, then `pairs`)."""
@@ -122,10 +117,10 @@ def table_from_sums(
     halves = [changes[: batches // 2].mean(axis=0), changes[batches // 2 :].mean(axis=0)]
     column = {pair: i for i, pair in enumerate(pairs)}
     slots, stabilities = [], []
-    for slot, modules in candidates.items():
+    for slot, by_id in operators.items():
         _, slot_type = parse_slot_id(slot)
-        scored, run = [], [column[(slot, cid)] for cid in modules if (slot, cid) in column]
-        for cid in modules:
+        scored, run = [], [column[(slot, cid)] for cid in by_id if (slot, cid) in column]
+        for cid in by_id:
             operator = operator_adapter.validate_python(operators[slot][cid])
             reference = is_teacher(operator, teacher.shape, slot_type)
             i = column.get((slot, cid))

@@ -58,14 +58,19 @@ def _candidate(teacher: Decoder, slot: str, cid: str, payload: dict, weights) ->
     return module
 
 
-def load_candidates(distill_dir: Path, teacher: Decoder) -> Students:
-    """Every candidate of a distill job as a module: trained weights, the teacher's own operators
-    (the teacher's modules themselves), identities."""
+def load_candidates(
+    distill_dir: Path, teacher: Decoder, only: set[tuple[str, str]] | None = None
+) -> Students:
+    """Every candidate of a distill job as a module, or only the (slot, candidate id) pairs `only`
+    names: trained weights, the teacher's own operators (the teacher's modules themselves),
+    identities."""
     device = teacher.embed.weight.device
     students: Students = {}
     with safe_open(distill_dir / f"{CANDIDATES}.safetensors", framework="pt") as weights:
         for slot, by_id in candidate_operators(distill_dir).items():
             for cid, payload in by_id.items():
+                if only is not None and (slot, cid) not in only:
+                    continue
                 module = _candidate(teacher, slot, cid, payload, weights)
                 students.setdefault(slot, {})[cid] = module.to(device).eval()
     return students

@@ -1,0 +1,253 @@
+"""Past the demo's size (issue 19): a random-initialised teacher of a 135M-class Llama shape (30 blocks,
+hidden 576, 9 heads / 3 KV heads of 64, MLP 1536, vocabulary 49,152, tied embeddings) through
+`unast compress` with a reduced configuration, once with every trainer job in one process and once in
+two (UNAST_TRAINER_PROCS_PER_JOB=2), one torch thread per process, side by side: every stage's wall
+time, and each trainer job's peak memory per process with the planner's prediction beside it. Then
+the planner's projection for 1B and 8B Llama shapes on an 80 GB GPU.
+
+    .venv/bin/python -m benchmarks.scale                    # about an hour on 2 quiet cores
+    .venv/bin/python -m benchmarks.scale --project-only     # the projection alone, at once
+
+The two runs keep separate databases and artifacts (bench folder under --out); the profiler's LUT is
+built by each run (it does not depend on the trainer's processes). A finished run is read back, not
+run again.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from services.trainer.learning import data
+from shared import plan
+from shared.candidates import slot_pools
+from shared.model import Decoder
+from shared.schemas.operators import Architecture
+from shared.schemas.shape import ModelShape
+from shared.schemas.trainer import RESULTS
+from shared.settings import Settings
+
+SMOL = ModelShape(
+    vocab_size=49_152,
+    hidden_size=576,
+    num_layers=30,
+    num_heads=9,
+    num_kv_heads=3,
+    head_dim=64,
+    intermediate_size=1536,
+    tie_word_embeddings=True,
+)
+REDUCED = {  # the issue's reduced configuration, over quick's fields
+    "pool": "small",
+    "distill_steps": 40,
+    "distill_batch": 4,
+    "seq_len": 128,
+    "score_batches": 4,
+    "k": 3,
+    "rank_steps": 5,
+    "finetune_steps": 20,
+    "eval_every": 20,
+    "eval_batches": 4,
+    "batch": 4,
+    "baselines": False,
+    "onnx": False,
+    "nemotron_nas_row": False,
+}
+LLAMA_1B = ModelShape(  # Llama 3.2 1B
+    vocab_size=128_256,
+    hidden_size=2048,
+    num_layers=16,
+    num_heads=32,
+    num_kv_heads=8,
+    head_dim=64,
+    intermediate_size=8192,
+    tie_word_embeddings=True,
+)
+LLAMA_8B = ModelShape(  # Llama 3.1 8B
+    vocab_size=128_256,
+    hidden_size=4096,
+    num_layers=32,
+    num_heads=32,
+    num_kv_heads=8,
+    head_dim=128,
+    intermediate_size=14_336,
+    tie_word_embeddings=False,
+)
+GPU_BYTES = 80 * 10**9  # an 80 GB GPU
+GPU_FLOPS = (
+    400e12  # its sustained float32-master mixed-precision matmul rate, a datasheet's 989 TFLOP/s x 0.4
+)
+
+
+def teacher(folder: Path) -> Path:
+    """The random teacher, with a BPE tokenizer trained on the built-in corpus (its vocabulary is the
+    corpus's, within the model's 49,152)."""
+    directory = folder / "teacher"
+    if (directory / "model.safetensors").exists():
+        return directory
+    Decoder(SMOL).save_pretrained(directory)
+    plays = data.play_files()
+    text = [data.play_text(path.read_text(encoding="utf-8")) for path in plays.values()]
+    data.save_tokenizer(data.train_tokenizer(text, vocab_size=8192), directory)
+    return directory
+
+
+def compress(folder: Path, model: Path, processes: int) -> Path:
+    """`unast compress` with the reduced config on `processes` processes per trainer job; its run folder."""
+    run = folder / f"run-{processes}"
+    if (run / "report.md").exists():
+        return run
+    (folder / "reduced.json").write_text(json.dumps(REDUCED))
+    settings = {
+        "UNAST_DATABASE_URL": f"sqlite:///{folder / f'unast-{processes}.db'}",
+        "UNAST_ARTIFACTS_ROOT": str(folder / f"artifacts-{processes}"),
+        "UNAST_INPUT_ROOTS": json.dumps([str(folder)]),
+        "UNAST_TRAINER_PROCS_PER_JOB": str(processes),
+        "UNAST_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    ports = {"UNAST_PROFILER_PORT": 8101, "UNAST_SEARCH_PORT": 8102, "UNAST_TRAINER_PORT": 8103}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | settings
+    env |= {k: str(v + 10 * processes) for k, v in ports.items()}
+    command = [sys.executable, "-m", "services.cli", "compress", "--model", str(model), "--latency", "0.5"]
+    command += ["--config", str(folder / "reduced.json"), "--out", str(run)]
+    print(f"running on {processes} process(es) per job: {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, env=env, check=True)
+    return run
+
+
+def stages(run: Path, processes: int) -> dict[str, dict]:
+    """Per stage of run.json: its wall seconds and, for a trainer job, its result's peak memory."""
+    record = json.loads((run / "run.json").read_text())
+    settings = Settings(database_url=f"sqlite:///{run.parent / f'unast-{processes}.db'}")
+    from services.trainer.local import store_lookup
+
+    lookup = store_lookup(settings)
+    out = {}
+    for name, stage in record["stages"].items():
+        row = {"wall_s": stage.get("wall_s")}
+        if stage.get("job_id"):
+            job = lookup(stage["job_id"])
+            result = RESULTS[job.kind].model_validate(job.result)
+            row |= {"kind": job.kind, "peak": getattr(result, "peak_memory_bytes", [])}
+        out[name] = row
+    return out
+
+
+def predicted(kind: str, processes: int, architecture: Architecture) -> float | None:
+    pool = slot_pools(SMOL, "small")
+    figures = {"seq_len": REDUCED["seq_len"], "processes": processes}
+    match kind:
+        case "distill":
+            stage = plan.distill(SMOL, pool, batch_size=4, steps=40, **figures)
+        case "score":
+            stage = plan.score(SMOL, pool, batch_size=4, batches=4, **figures)
+        case "rank":
+            stage = plan.finetune(
+                SMOL,
+                architecture,
+                batch_size=4,
+                steps=5,
+                kd=False,
+                kind="rank",
+                architectures=REDUCED["k"],
+                **figures,
+            )
+        case "finetune":
+            stage = plan.finetune(SMOL, architecture, batch_size=4, steps=20, kd=False, **figures)
+        case _:
+            return None
+    return stage.peak_bytes
+
+
+def side_by_side(folder: Path) -> None:
+    one, two = stages(folder / "run-1", 1), stages(folder / "run-2", 2)
+    architecture = Architecture.teacher(SMOL)
+    print(
+        "\n| stage | 1 process: wall s | 2 processes: wall s | speed-up | peak per process, 1 | "
+        "peak per process, 2 (largest) | 2 / 1 | planned 1 / 2 (teacher's architecture) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
+    for name, a in one.items():
+        b = two.get(name, {})
+        wall_a, wall_b = a.get("wall_s"), b.get("wall_s")
+        speed = f"{wall_a / wall_b:.2f}x" if wall_a and wall_b else ""
+        peak_a, peak_b = max(a.get("peak") or [0]), max(b.get("peak") or [0])
+        ratio = f"{peak_b / peak_a:.2f}" if peak_a and peak_b else ""
+        planned = ""
+        if kind := a.get("kind"):
+            p1, p2 = predicted(kind, 1, architecture), predicted(kind, 2, architecture)
+            planned = f"{gib(p1)} / {gib(p2)}" if p1 else ""
+        print(
+            f"| {name} | {wall_a} | {wall_b} | {speed} | {gib(peak_a) if peak_a else ''} | "
+            f"{gib(peak_b) if peak_b else ''} | {ratio} | {planned} |"
+        )
+
+
+def projection() -> None:
+    """The planner on 1B and 8B Llama shapes, the quality configuration's figures, default pool."""
+    print(
+        f"\nprojection: an {GPU_BYTES / 1e9:.0f} GB GPU at {GPU_FLOPS / 1e12:.0f} TFLOP/s sustained "
+        "(fp32 weights, gradients and AdamW state; activations fp32)"
+    )
+    print("\n| teacher | stage | ranks needed | peak per rank at that many | hours on that many GPUs |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, shape in (("Llama 1B", LLAMA_1B), ("Llama 8B", LLAMA_8B)):
+        pool = slot_pools(shape, "default")
+        teacher_arch = Architecture.teacher(shape)
+        stages_ = {
+            "distill (400 steps, 8 x 128)": lambda n, s=shape, p=pool: plan.distill(
+                s, p, batch_size=8, seq_len=128, steps=400, processes=n
+            ),
+            "score (64 batches of 8 x 128)": lambda n, s=shape, p=pool: plan.score(
+                s, p, batch_size=8, seq_len=128, batches=64, processes=n
+            ),
+            "rank (20 x 50 steps)": lambda n, s=shape, a=teacher_arch: plan.finetune(
+                s,
+                a,
+                batch_size=8,
+                seq_len=128,
+                steps=50,
+                kd=False,
+                processes=n,
+                kind="rank",
+                architectures=20,
+            ),
+            "finetune (500 kd steps)": lambda n, s=shape, a=teacher_arch: plan.finetune(
+                s, a, batch_size=8, seq_len=128, steps=500, kd=True, processes=n
+            ),
+        }
+        for stage, at in stages_.items():
+            needed = plan.ranks_needed(at, GPU_BYTES * 0.8)
+            if needed is None:
+                print(f"| {name} | {stage} | none fits | {at(plan.MAX_RANKS).peak_bytes / 1e9:.0f} GB | |")
+                continue
+            planned = at(needed)
+            print(
+                f"| {name} | {stage} | {needed} | {planned.peak_bytes / 1e9:.1f} GB | "
+                f"{planned.hours(GPU_FLOPS):.2f} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("var/scale"))
+    parser.add_argument("--project-only", action="store_true")
+    args = parser.parse_args()
+    if not args.project_only:
+        folder = args.out.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        model = teacher(folder)
+        for processes in (1, 2):
+            compress(folder, model, processes)
+        side_by_side(folder)
+    projection()
+
+
+if __name__ == "__main__":
+    main()
