@@ -7,6 +7,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -133,6 +134,11 @@ class Settings(BaseSettings):
         "cpu",
         pattern=r"^(cpu|cuda(:\d+)?)$",
         description="The torch device jobs train on (torchrun with cuda: each rank takes cuda:LOCAL_RANK).",
+    )
+    trainer_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Forward passes of training jobs under bfloat16 autocast (float32 master weights): "
+        "auto = on CUDA devices that support it (services/trainer/learning/precision.py).",
     )
     trainer_procs_per_job: int = Field(
         1,

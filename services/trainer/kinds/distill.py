@@ -5,6 +5,7 @@ Outputs (under the job's folder): candidates.safetensors + candidates.json (lear
 and the result: held-out normalised MSE per slot and candidate.
 """
 
+import functools
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from services.trainer.learning.distill import (
 )
 from services.trainer.learning.distributed import gathered_files, job_device, rank_and_world, summed
 from services.trainer.learning.peak import PeakMemory
+from services.trainer.learning.precision import autocast, resolved
 from services.trainer.learning.students import CANDIDATES, flatten, unflatten_into
 from services.trainer.learning.training import LOG_EVERY_S, learning_rate, set_learning_rate
 from shared import decilm
@@ -107,6 +109,7 @@ def run(ctx: JobContext) -> DistillResult:
     named = named_parameters(trainable)
     optimizer = torch.optim.AdamW(named.values(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
     loss_fn = LOSSES[spec.loss]
+    cast = functools.partial(autocast, device, ctx.settings.trainer_precision)
     start = 0
     ours = tuple(f"{prefix}/{slot}/" for slot in mine for prefix in ("model", "optimizer"))
     if (checkpoint := ctx.load_sharded_checkpoint(lambda key: key.startswith((*ours, "extra/")))) is not None:
@@ -123,7 +126,8 @@ def run(ctx: JobContext) -> DistillResult:
     n_candidates = sum(len(ops) for ops in specs.values())
     shares = ", ".join(f"{int(n):,}" for n in held)
     ctx.log(
-        f"distilling {n_candidates} candidates in {len(specs)} slots on {world} x {device}, "
+        f"distilling {n_candidates} candidates in {len(specs)} slots on {world} x {device} "
+        f"({resolved(device, ctx.settings.trainer_precision)}), "
         f"from step {start} of {spec.steps}; parameters per process: {shares}; "
         f"data: {len(train)} training and {len(heldout)} held-out tokens"
     )
@@ -135,7 +139,9 @@ def run(ctx: JobContext) -> DistillResult:
         )
         set_learning_rate(optimizer, lr)
         idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
-        losses = distill_step(trainable, optimizer, capture(teacher, idx.to(device), mine), loss_fn)
+        with cast():  # the teacher's pass
+            activations = capture(teacher, idx.to(device), mine)
+        losses = distill_step(trainable, optimizer, activations, loss_fn, cast)
         if time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1):
             mean = sum(v for by in losses.values() for v in by.values()) / max(1, len(named))
             ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f} (rank {rank})")

@@ -7,6 +7,7 @@ the gradients are averaged; rank 0 logs, evaluates and checkpoints), resumable f
 The model is written as <job dir>/model/ (config.json, model.safetensors, the tokenizer).
 """
 
+import functools
 import time
 
 import torch
@@ -26,6 +27,7 @@ from services.trainer.kinds.model_ref import (
 from services.trainer.learning.data import job_tokens
 from services.trainer.learning.distributed import job_device, rank_and_world
 from services.trainer.learning.peak import PeakMemory
+from services.trainer.learning.precision import autocast
 from services.trainer.learning.training import (
     LOG_EVERY_S,
     Objective,
@@ -63,6 +65,7 @@ def run(ctx: JobContext) -> FinetuneResult:
     loaded = load_model(ctx, spec.model, device)
     model = loaded.model.train()
     objective = Objective.of(spec)
+    cast = functools.partial(autocast, device, ctx.settings.trainer_precision)
     teacher = None
     if objective.needs_teacher:  # the one a student was made from, or loaded now
         teacher = loaded.teacher_model or Decoder.from_pretrained(loaded.teacher).to(device)
@@ -112,7 +115,7 @@ def run(ctx: JobContext) -> FinetuneResult:
         )
         set_learning_rate(optimizer, lr)
         batch = training_batch(train, spec.batch_size, spec.seq_len, data, device)
-        loss = train_step(trained, optimizer, objective, *rank_rows(batch, rank, world), teacher)
+        loss = train_step(trained, optimizer, objective, *rank_rows(batch, rank, world), teacher, cast)
         if rank == 0 and time.monotonic() - logged >= LOG_EVERY_S:
             ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} {spec.loss} loss {loss:.4f}")
             logged = time.monotonic()

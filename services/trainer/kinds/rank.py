@@ -13,6 +13,7 @@ architectures r, r + N, r + 2N, ...; after each round the losses are summed acro
 nothing pickled) and rank 0 checkpoints them.
 """
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from services.trainer.kinds import inputs
 from services.trainer.learning.data import job_tokens
 from services.trainer.learning.distributed import job_device, rank_and_world, summed
 from services.trainer.learning.peak import PeakMemory
+from services.trainer.learning.precision import autocast
 from services.trainer.learning.stats import spearman
 from services.trainer.learning.students import load_student
 from services.trainer.learning.training import (
@@ -122,6 +124,7 @@ def short_finetune(
     before = heldout_loss(student, heldout, device=device, **evaluate)
     optimizer = make_optimizer(student, spec.learning_rate, spec.weight_decay)
     objective = Objective.of(spec)
+    cast = functools.partial(autocast, device, ctx.settings.trainer_precision)
     data = torch.Generator().manual_seed(spec.seed)  # every architecture sees the same batches
     logged = time.monotonic()
     for step in range(spec.steps):
@@ -131,7 +134,7 @@ def short_finetune(
         )
         set_learning_rate(optimizer, lr)
         idx, targets = training_batch(train, spec.batch_size, spec.seq_len, data, device)
-        loss = train_step(student, optimizer, objective, idx, targets, teacher)
+        loss = train_step(student, optimizer, objective, idx, targets, teacher, cast)
         if time.monotonic() - logged >= LOG_EVERY_S:
             ctx.status(f"architecture {r + 1}: step {step + 1}/{spec.steps}, {spec.loss} loss {loss:.4f}")
             logged = time.monotonic()

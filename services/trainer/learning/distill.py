@@ -11,8 +11,9 @@ a candidate learns exactly what it would learn in one process. The flat training
 distillation job; this module holds its parts.
 """
 
+import contextlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -97,19 +98,25 @@ def named_parameters(students: Students) -> dict[str, nn.Parameter]:
 
 
 def distill_step(
-    students: Students, optimizer: torch.optim.Optimizer, activations: Activations, loss_fn
+    students: Students,
+    optimizer: torch.optim.Optimizer,
+    activations: Activations,
+    loss_fn,
+    cast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, dict[str, float]]:
     """One optimisation step of every candidate on its slot's captured activations; returns the losses.
 
     Each candidate backpropagates alone (its graph freed at once), then one optimizer step updates
-    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate.
+    all: Adam is element-wise, so one optimizer over all candidates equals one per candidate. The
+    forward passes run in `cast()` (learning/precision.py), the backward passes outside it.
     """
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, dict[str, float]] = {}
     for slot, modules in students.items():
         x, t = activations[slot]
         for cid, module in modules.items():
-            loss = loss_fn(t, module(x))
+            with cast():
+                loss = loss_fn(t, module(x))
             loss.backward()
             losses.setdefault(slot, {})[cid] = loss.item()
     optimizer.step()

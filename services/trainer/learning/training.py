@@ -8,7 +8,9 @@ torchrun every rank draws the same windows and trains on its own rows of them, a
 gradients are those of the whole batch, so N processes follow the one-process run.
 """
 
+import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,14 +82,17 @@ def train_step(
     idx: torch.Tensor,
     targets: torch.Tensor,
     teacher: Decoder | None,
+    cast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> float:
-    """One optimisation step on one batch; returns its loss. Under DistributedDataParallel the
-    backward pass averages the gradients across ranks."""
+    """One optimisation step on one batch; returns its loss. The forward passes run in `cast()`
+    (learning/precision.py). Under DistributedDataParallel the backward pass averages the gradients
+    across ranks."""
     teacher_logits = None
-    if objective.needs_teacher:
-        with torch.no_grad():
-            teacher_logits = teacher(idx)
-    loss = objective(model(idx), targets, teacher_logits)
+    with cast():
+        if objective.needs_teacher:
+            with torch.no_grad():
+                teacher_logits = teacher(idx)
+        loss = objective(model(idx), targets, teacher_logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

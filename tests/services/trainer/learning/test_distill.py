@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from services.trainer.learning.distill import (
     named_parameters,
     nmse,
 )
+from services.trainer.learning.precision import autocast, resolved
 from services.trainer.learning.training import learning_rate
 from shared.model import Decoder
 from shared.schemas.operators import AttentionOp, IdentityOp, LinearOp, MLPOp, teacher_operator
@@ -105,3 +108,31 @@ def test_learning_rate_schedule():
     assert learning_rate(9, **kw) == pytest.approx(1e-3)
     assert learning_rate(100, **kw) == pytest.approx(1e-4)
     assert learning_rate(55, **kw) == pytest.approx(5.5e-4)
+
+
+def test_bfloat16_autocast_learns_what_float32_learns_with_float32_master_weights():
+    """The same distillation with the forward passes under bfloat16 autocast (on CPU, for numerics):
+    the weights and AdamW's state stay float32, and every candidate ends near float32's held-out NMSE."""
+    torch.manual_seed(0)
+    teacher = Decoder(TINY).eval()
+    train, heldout = batches(20, seed=1), batches(3, seed=2)
+    calibration = capture(teacher, train[0])
+    cpu = torch.device("cpu")
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        trainable, _ = build_students(teacher, candidates(), calibration, seed=0)
+        named = named_parameters(trainable)
+        optimizer = torch.optim.AdamW(named.values(), lr=1e-3, weight_decay=0.0)
+        cast = functools.partial(autocast, cpu, precision)
+        for idx in train:
+            with cast():
+                activations = capture(teacher, idx)
+            distill_step(trainable, optimizer, activations, nmse, cast)
+        assert all(p.dtype == torch.float32 for p in named.values())
+        assert all(s.dtype == torch.float32 for st in optimizer.state.values() for s in st.values())
+        results[precision] = evaluate(teacher, trainable, heldout)
+    assert resolved(cpu, "auto") == "float32"  # CPU stays float32 unless asked
+    for slot, by_id in results["float32"].items():
+        for cid, full in by_id.items():
+            half = results["bfloat16"][slot][cid]
+            assert abs(half - full) <= 0.02 + 0.05 * full, (slot, cid, full, half)
