@@ -107,6 +107,8 @@ def run(ctx: JobContext) -> DistillResult:
         teacher, mine, capture(teacher, calibration.to(device), mine), seed=spec.seed
     )
     named = named_parameters(trainable)
+    if not named:  # more processes than slots with anything to learn
+        raise ValueError(f"process {rank} of {world} has no candidate to train: use fewer processes")
     optimizer = torch.optim.AdamW(named.values(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.0)
     loss_fn = LOSSES[spec.loss]
     cast = functools.partial(autocast, device, ctx.settings.trainer_precision)
@@ -143,8 +145,10 @@ def run(ctx: JobContext) -> DistillResult:
             activations = capture(teacher, idx.to(device), mine)
         losses = distill_step(trainable, optimizer, activations, loss_fn, cast)
         if time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1):
-            mean = sum(v for by in losses.values() for v in by.values()) / max(1, len(named))
-            ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f} (rank {rank})")
+            values = [v for by in losses.values() for v in by.values()]
+            mean = sum(values) / max(1, len(values))
+            whose = " (rank 0's candidates)" if world > 1 else ""
+            ctx.log(f"step {step + 1}/{spec.steps} lr {lr:.2e} mean {spec.loss} {mean:.4f}{whose}")
             logged = time.monotonic()
         if (step + 1) % spec.checkpoint_every == 0 and step + 1 < spec.steps:
             tensors = {f"model/{k}": v for k, v in flatten(trainable).items()}
