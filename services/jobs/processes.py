@@ -9,7 +9,8 @@ not meet) in a process group of their own, and talks with them through files in 
     log.txt       rank 0 appends the job's log lines; the worker forwards them to the job's log
     output.txt    the ranks' stdout and stderr (torchrun's too)
     result.json   rank 0 writes the job's result when every rank is done
-    error.txt     a rank whose runner raised writes the error (its first line is the job's error)
+    error.txt     a rank whose runner raised writes the error (its first line is the job's error);
+                  not for an error out of a collective (a peer died): that job is re-queued
 
 A cancel, a lost claim or the worker's shutdown stops the whole group (SIGTERM, then SIGKILL), then
 the job ends as it would in one process. A rank that dies without a word (SIGKILL, out of memory)
@@ -168,6 +169,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _collective_failed(exc: BaseException) -> bool:
+    """Whether the error came out of torch.distributed (a collective whose peer died or hung up: gloo's
+    "Connection reset by peer"), not out of the job's own code. Bounded if wrong: a job re-queued
+    for it fails after its attempts."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"torch{os.sep}distributed{os.sep}" in frames[-1].filename
+
+
 def serve_rank(
     directory: Path,
     kinds: Mapping[str, JobKind],
@@ -186,6 +195,8 @@ def serve_rank(
         except JobStopped:
             sys.exit(1)
         except Exception as exc:
+            if _collective_failed(exc):  # a peer died: the worker re-queues the job, not fails it
+                sys.exit(1)
             with atomic_path(directory / FOLDER / "error.txt") as tmp:
                 tmp.write_text(f"{type(exc).__name__}: {exc} (rank {ctx.rank})\n{traceback.format_exc()}")
             sys.exit(1)

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed
 
+from services.jobs.processes import _collective_failed
 from services.trainer.paths import job_dir
 from shared.schemas.trainer import DistillResult
 from tests.services.trainer.conftest import fast
 from tests.services.trainer.test_distill_job import HANG_GUARD_S, distill_spec, run_next, worker_process
-
-pytestmark = pytest.mark.slow
 
 
 def ranks_of(job_folder: Path) -> list[int]:
@@ -47,6 +48,7 @@ def checkpoint_step(folder: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_a_worker_runs_a_distill_job_as_two_processes_and_survives_a_ranks_sigkill(
     settings, trainer, teacher_dir
 ):
@@ -82,6 +84,7 @@ def test_a_worker_runs_a_distill_job_as_two_processes_and_survives_a_ranks_sigki
         assert shared.heldout_nmse[slot] == pytest.approx(by_id, rel=1e-4, abs=1e-7), slot
 
 
+@pytest.mark.slow
 def test_a_cancel_stops_every_rank_of_a_job(settings, trainer, teacher_dir):
     two = fast(settings, trainer_procs_per_job=2)
     job = trainer.submit(distill_spec(teacher_dir, steps=10_000, checkpoint_every=1000))
@@ -99,6 +102,7 @@ def test_a_cancel_stops_every_rank_of_a_job(settings, trainer, teacher_dir):
         worker.wait()
 
 
+@pytest.mark.slow
 def test_a_ranks_error_fails_the_job_with_it(settings, trainer, teacher_dir):
     two = fast(settings, trainer_procs_per_job=2)
     spec = distill_spec(teacher_dir, steps=4, warmup=1, eval_batches=1)
@@ -113,3 +117,16 @@ def test_a_ranks_error_fails_the_job_with_it(settings, trainer, teacher_dir):
     done = trainer.job(job.id)
     assert done.attempt == 1 and "rank" in done.error and "Error" in done.error, done.error
     assert not ranks_of(job_dir(two, job.id))
+
+
+def test_an_error_out_of_a_collective_is_a_peers_death_not_the_jobs_error():
+    """A rank whose collective fails (its peer was killed: gloo's "Connection reset by peer") writes no
+    error: the job is re-queued as for the dead rank, not failed with the survivor's error."""
+    try:
+        torch.distributed.all_reduce(torch.zeros(1))  # no group: raised from inside torch.distributed
+    except Exception as exc:
+        assert _collective_failed(exc)
+    try:
+        raise ValueError("the job's own error")
+    except ValueError as exc:
+        assert not _collective_failed(exc)
