@@ -25,7 +25,7 @@ from shared import plan
 from shared.candidates import slot_pools
 from shared.model import Decoder
 from shared.schemas.operators import Architecture
-from shared.schemas.shape import ModelShape
+from shared.schemas.shape import PRESETS, ModelShape
 from shared.schemas.trainer import RESULTS
 from shared.settings import Settings
 
@@ -65,16 +65,7 @@ LLAMA_1B = ModelShape(  # Llama 3.2 1B
     intermediate_size=8192,
     tie_word_embeddings=True,
 )
-LLAMA_8B = ModelShape(  # Llama 3.1 8B
-    vocab_size=128_256,
-    hidden_size=4096,
-    num_layers=32,
-    num_heads=32,
-    num_kv_heads=8,
-    head_dim=128,
-    intermediate_size=14_336,
-    tie_word_embeddings=False,
-)
+LLAMA_8B = PRESETS["llama3-8b"]  # Llama 3.1 8B
 GPU_BYTES = 80 * 10**9  # an 80 GB GPU
 GPU_FLOPS = (
     400e12  # its sustained float32-master mixed-precision matmul rate, a datasheet's 989 TFLOP/s x 0.4

@@ -20,12 +20,18 @@ def device_memory_bytes(device: str) -> int | None:
 
 @functools.cache
 def _cuda_memory_bytes(index: int) -> int | None:
-    code = f"import torch; print(torch.cuda.get_device_properties({index}).total_memory)"
+    answer = _ask(f"import torch; print(torch.cuda.get_device_properties({index}).total_memory)")
+    if answer is None:
+        log.warning("cannot tell the memory of cuda:%d; trainer jobs are not checked against it", index)
+    return None if answer is None else int(answer)
+
+
+def _ask(code: str) -> float | None:
+    """The number a short-lived Python process running `code` prints; None when it prints none."""
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        return int(out.stdout.strip())
+        return float(out.stdout.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
-        log.warning("cannot tell the memory of cuda:%d; trainer jobs are not checked against it", index)
         return None
 
 
@@ -51,10 +57,7 @@ print(2 * n**3 * calls / (time.perf_counter() - start))
 def device_flops(device: str, threads: int) -> float | None:
     """The device's float32 matmul rate, measured once by a short-lived process (the API holds no GPU
     context and no torch); None when it cannot be measured."""
-    code = MATMUL.format(device=device, threads=threads)
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        return float(out.stdout.strip())
-    except (OSError, ValueError, subprocess.SubprocessError):
+    rate = _ask(MATMUL.format(device=device, threads=threads))
+    if rate is None:
         log.warning("cannot measure the speed of %s; plans give no time", device)
-        return None
+    return rate
