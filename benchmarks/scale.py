@@ -119,8 +119,11 @@ def stages(run: Path, processes: int) -> dict[str, dict]:
     out = {}
     for name, stage in record["stages"].items():
         row = {"wall_s": stage.get("wall_s")}
-        if stage.get("job_id"):
-            job = lookup(stage["job_id"])
+        try:
+            job = lookup(stage["job_id"]) if stage.get("job_id") else None
+        except LookupError:  # a profiler job's id
+            job = None
+        if job is not None:
             result = RESULTS[job.kind].model_validate(job.result)
             row |= {"kind": job.kind, "peak": getattr(result, "peak_memory_bytes", [])}
         out[name] = row

@@ -3,9 +3,13 @@
 On CUDA the allocator's peak (torch.cuda.max_memory_allocated). On CPU the process's anonymous
 resident memory (RssAnon: what it allocated; pages of memory-mapped files such as a safetensors
 file being read are page cache the kernel can drop) above its level when the job started, sampled
-every SAMPLE_S by a thread.
+every SAMPLE_S by a thread. The start is taken after the heap earlier jobs freed is handed back to
+the system (glibc's malloc_trim), so a job in a long-lived worker is measured from what is live.
 """
 
+import contextlib
+import ctypes
+import gc
 import threading
 
 import torch
@@ -24,6 +28,12 @@ def resident_bytes() -> int:
     raise RuntimeError("no RssAnon in /proc/self/status")
 
 
+def release_freed_heap() -> None:
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the start keeps what it kept
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class PeakMemory:
     """Started at construction; `per_process()` (a collective) stops it and returns every rank's peak."""
 
@@ -33,6 +43,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(device)
             self.start = torch.cuda.memory_allocated(device)
             return
+        release_freed_heap()
         self.start = self.sampled = resident_bytes()
         self.done = threading.Event()
         self.sampler = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
