@@ -74,11 +74,8 @@ def test_the_planners_peaks_are_within_25_percent_of_the_measured_ones(tmp_path,
     distilled = DistillResult.model_validate(run_spec(distill, tmp_path / "distill"))
     score = ScoreSpec(distill_job=str(tmp_path / "distill"), dataset=dataset, eval_batches=2, **figures)
     scored = ScoreTable.model_validate(run_spec(score, tmp_path / "score"))
-    choices = {
-        slot: next(cid for cid in by_id if cid not in ("identity",))
-        for slot, by_id in distilled.heldout_nmse.items()
-    }
-    architecture = Architecture(choices=choices)
+    # every slot's first candidate: the teacher's own operator (the largest student there is)
+    architecture = Architecture(choices={slot: next(iter(ops)) for slot, ops in distilled.operators.items()})
     finetune = FinetuneSpec(
         model={
             "source": "student",
@@ -105,15 +102,7 @@ def test_the_planners_peaks_are_within_25_percent_of_the_measured_ones(tmp_path,
         "finetune": tuned.peak_memory_bytes[0],
     }
     for stage, stage_plan in predicted.items():
-        print(
-            size,
-            stage,
-            stage_plan.peak_bytes / 2**20,
-            measured[stage] / 2**20,
-            stage_plan.peak_bytes / measured[stage],
-            stage_plan.memory,
-        )
-    for stage, stage_plan in predicted.items():
+        # measured 2026-12-03: 0.86-0.90 (distill), 1.01-1.16 (score), 0.90-0.95 (finetune) of the peak
         assert stage_plan.peak_bytes == pytest.approx(measured[stage], rel=0.25), (stage, stage_plan.memory)
 
 
