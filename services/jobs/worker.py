@@ -6,7 +6,9 @@ job whose heartbeat is older than the service's `recovery.stale_s` lost its work
 gone) and is re-queued by any idle worker -- at start and then every half stale interval -- or by any
 reader of the service's API (the same rule), and the next worker resumes it from its last checkpoint
 (or fails it, after `recovery.max_attempts` lost workers). Setting `stop` (SIGTERM, SIGINT)
-stops the worker at the running job's next step and puts that job back in the queue. A database that
+stops the worker at the running job's next step and puts that job back in the queue. A job of a
+distributed kind may run as several processes (`WorkerConfig.processes`; processes.py): the worker
+keeps the claim and the heartbeat while the ranks compute. A database that
 goes away does not kill an idle worker: it logs and tries again with back-off; at start-up a worker
 waits for the database up to UNAST_DATABASE_STARTUP_WAIT_S (one log line per attempt), then gives up
 with shared.db.DatabaseUnavailable.
