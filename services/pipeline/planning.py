@@ -21,7 +21,8 @@ def stage_plans(config: Config, shape: ModelShape, format: Format, processes: in
     candidates = merged(*pools)
     teacher = Architecture.teacher(shape)
     figures = {"seq_len": config.seq_len, "processes": processes}
-    rank_kd = RankSpec.model_fields["loss"].default != "lm"
+    # the rank job as methods.rank sends it: its loss is the spec's own default
+    rank = RankSpec(distill_job="(planned)", architectures=[teacher], steps=config.rank_steps)
     return [
         plan.distill(
             shape, candidates, batch_size=config.distill_batch, steps=config.distill_steps, **figures
@@ -32,7 +33,7 @@ def stage_plans(config: Config, shape: ModelShape, format: Format, processes: in
             teacher,
             batch_size=config.batch,
             steps=config.rank_steps,
-            kd=rank_kd,
+            kd=rank.loss != "lm",
             kind="rank",
             architectures=config.k,
             **figures,

@@ -85,7 +85,9 @@ def test_a_worker_runs_a_distill_job_as_two_processes_and_survives_a_ranks_sigki
 
 
 @pytest.mark.slow
-def test_a_cancel_stops_every_rank_of_a_job(settings, trainer, teacher_dir):
+def test_a_cancel_stops_every_rank_of_a_job(sqlite_settings, sqlite_trainer, sqlite_teacher_dir):
+    """On SQLite alone: nothing here depends on the database (the SIGKILL test runs on both)."""
+    settings, trainer, teacher_dir = sqlite_settings, sqlite_trainer, sqlite_teacher_dir
     two = fast(settings, trainer_procs_per_job=2)
     job = trainer.submit(distill_spec(teacher_dir, steps=10_000, checkpoint_every=1000))
     folder = job_dir(two, job.id)
@@ -103,7 +105,8 @@ def test_a_cancel_stops_every_rank_of_a_job(settings, trainer, teacher_dir):
 
 
 @pytest.mark.slow
-def test_a_ranks_error_fails_the_job_with_it(settings, trainer, teacher_dir):
+def test_a_ranks_error_fails_the_job_with_it(sqlite_settings, sqlite_trainer, sqlite_teacher_dir):
+    settings, trainer, teacher_dir = sqlite_settings, sqlite_trainer, sqlite_teacher_dir
     two = fast(settings, trainer_procs_per_job=2)
     spec = distill_spec(teacher_dir, steps=4, warmup=1, eval_batches=1)
     job = trainer.submit(spec)
