@@ -125,11 +125,9 @@ def test_a_ranks_error_fails_the_job_with_it(sqlite_settings, sqlite_trainer, sq
 def test_an_error_out_of_a_collective_is_a_peers_death_not_the_jobs_error():
     """A rank whose collective fails (its peer was killed: gloo's "Connection reset by peer") writes no
     error: the job is re-queued as for the dead rank, not failed with the survivor's error."""
-    try:
+    with pytest.raises(Exception) as raised:
         torch.distributed.all_reduce(torch.zeros(1))  # no group: raised from inside torch.distributed
-    except Exception as exc:
-        assert _collective_failed(exc)
-    try:
+    assert _collective_failed(raised.value)
+    with pytest.raises(ValueError) as own:
         raise ValueError("the job's own error")
-    except ValueError as exc:
-        assert not _collective_failed(exc)
+    assert not _collective_failed(own.value)
