@@ -7,6 +7,11 @@ the planner's projection for 1B and 8B Llama shapes on an 80 GB GPU.
 
     .venv/bin/python -m benchmarks.scale                    # about an hour on 2 quiet cores
     .venv/bin/python -m benchmarks.scale --project-only     # the projection alone, at once
+    .venv/bin/python -m benchmarks.scale --score-only       # the score job alone, 1 vs 2 processes
+
+--score-only times the score job by itself (the job runner, `unast-trainer run`, alone and under
+torchrun) at 1 and at 2 processes on the same teacher, pool and batches, with nothing else running in
+the stack beside it: a check on the score row of the full run, about 25 minutes on 2 quiet cores.
 
 The two runs keep separate databases and artifacts (bench folder under --out); the profiler's LUT is
 built by each run (it does not depend on the trainer's processes). A finished run is read back, not
@@ -16,8 +21,10 @@ run again.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from services.trainer.learning import data
@@ -107,6 +114,41 @@ def compress(folder: Path, model: Path, processes: int) -> Path:
     print(f"running on {processes} process(es) per job: {' '.join(command[1:])}", flush=True)
     subprocess.run(command, env=env, check=True)
     return run
+
+
+def score_only(folder: Path, model: Path, batches: int) -> None:
+    """The score job at 1 and at 2 processes side by side, on the candidates of a one-step distill job
+    (a pair's cost does not depend on how well its candidate learned); the two tables must be equal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | {
+        "UNAST_INPUT_ROOTS": json.dumps([str(folder)]),
+        "UNAST_DATABASE_URL": f"sqlite:///{folder / 'score-only.db'}",  # refers to no job by id
+        "UNAST_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    jobs = folder / "score-only"
+    pool = slot_pools(SMOL, "small")
+    batch = {"batch_size": 4, "seq_len": REDUCED["seq_len"]}
+    distill = {"kind": "distill", "teacher": str(model), "steps": 1, "eval_batches": 1} | batch
+    distill["candidates"] = {slot: [op.model_dump(mode="json") for op in ops] for slot, ops in pool.items()}
+    score = {"kind": "score", "distill_job": str(jobs / "distill"), "eval_batches": batches} | batch
+    walls, tables = {}, {}
+    for name, spec, processes in (("distill", distill, 1), ("score-1", score, 1), ("score-2", score, 2)):
+        shutil.rmtree(jobs / name, ignore_errors=True)
+        jobs.mkdir(parents=True, exist_ok=True)
+        (jobs / f"{name}.json").write_text(json.dumps(spec))
+        launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+        command = [sys.executable, *(launcher if processes > 1 else []), "-m", "services.trainer.cli", "run"]
+        command += ["--spec", str(jobs / f"{name}.json"), "--out", str(jobs / name)]
+        print(f"{name}: {' '.join(command[1:])}", flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        walls[name] = time.perf_counter() - start
+        tables[name] = json.loads((jobs / name / "result.json").read_text()).get("slots")
+    one, two = walls["score-1"], walls["score-2"]
+    same = "equal" if tables["score-1"] == tables["score-2"] else "DIFFERENT"
+    print(f"\n| score job, {batches} x 4 x {batch['seq_len']} tokens | 1 process | 2 processes | speed-up |")
+    print("| --- | --- | --- | --- |")
+    print(f"| wall s (tables {same}) | {one:.0f} | {two:.0f} | {one / two:.2f}x |")
 
 
 def stages(run: Path, processes: int) -> dict[str, dict]:
@@ -232,7 +274,13 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("var/scale"))
     parser.add_argument("--project-only", action="store_true")
+    parser.add_argument("--score-only", type=int, metavar="BATCHES", nargs="?", const=2)
     args = parser.parse_args()
+    if args.score_only:
+        folder = args.out.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        score_only(folder, teacher(folder), args.score_only)
+        return
     if not args.project_only:
         folder = args.out.resolve()
         folder.mkdir(parents=True, exist_ok=True)
