@@ -114,7 +114,9 @@ def table_from_sums(
     changes = (sums[:, 1:] - sums[:, :1]) / tokens_per_batch
     mean = changes.mean(axis=0)
     stderr = changes.std(axis=0, ddof=1) / np.sqrt(batches) if batches > 1 else np.zeros(len(pairs))
-    halves = [changes[: batches // 2].mean(axis=0), changes[batches // 2 :].mean(axis=0)]
+    halves = (
+        [changes[: batches // 2].mean(axis=0), changes[batches // 2 :].mean(axis=0)] if batches >= 2 else []
+    )
     column = {pair: i for i, pair in enumerate(pairs)}
     slots, stabilities = [], []
     for slot, by_id in operators.items():
@@ -133,7 +135,7 @@ def table_from_sums(
                     reference=reference,
                 )
             )
-        if batches >= 2 and len(run) >= 2:
+        if halves and len(run) >= 2:
             rho = spearman(halves[0][run], halves[1][run])
             if rho is not None:
                 stabilities.append(rho)

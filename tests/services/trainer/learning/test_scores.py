@@ -1,6 +1,10 @@
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
+from services.trainer.kinds.score import table_from_sums
 from services.trainer.learning.distill import build_students, capture
 from services.trainer.learning.scores import score_table
 from shared.model import Decoder
@@ -58,3 +62,19 @@ def test_work_is_shared_out_by_cost_the_same_way_on_every_rank():
     many = list(range(40, 0, -1))
     loads = [sum(c for c, r in zip(many, owners(many, 3), strict=True) if r == rank) for rank in range(3)]
     assert max(loads) - min(loads) <= 1
+
+
+def test_one_held_out_batch_gives_scores_and_no_stability_without_a_warning():
+    teacher = Decoder(TINY)
+    operators = {
+        "block0.mlp": {c: op.model_dump(mode="json") for c, op in (("id", IdentityOp()), ("lin", LinearOp()))}
+    }
+    sums = np.array([[10.0, 12.0, 11.0]])  # one batch of 4 tokens: the teacher, then each pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the half-split needs two batches: no mean of an empty half
+        table = table_from_sums(sums, [("block0.mlp", "id"), ("block0.mlp", "lin")], 4, teacher, operators)
+    assert table.batches == 1 and table.rank_stability is None and table.teacher_loss == 2.5
+    assert [(c.id, c.score, c.stderr) for c in table.slots[0].candidates] == [
+        ("id", 0.5, 0.0),
+        ("lin", 0.25, 0.0),
+    ]
