@@ -268,26 +268,32 @@ def projection() -> None:
             )
 
 
+def batches(text: str) -> int:
+    if (value := int(text)) < 1:
+        raise argparse.ArgumentTypeError("needs at least 1 batch")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("var/scale"))
     parser.add_argument("--project-only", action="store_true")
-    parser.add_argument("--score-only", type=int, metavar="BATCHES", nargs="?", const=2)
+    parser.add_argument("--score-only", type=batches, metavar="BATCHES", nargs="?", const=2)
     args = parser.parse_args()
-    if args.score_only:
-        folder = args.out.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        score_only(folder, teacher(folder), args.score_only)
+    if args.project_only:
+        projection()
         return
-    if not args.project_only:
-        folder = args.out.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        model = teacher(folder)
-        for processes in (1, 2):
-            compress(folder, model, processes)
-        side_by_side(folder)
+    folder = args.out.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    model = teacher(folder)
+    if args.score_only is not None:
+        score_only(folder, model, args.score_only)
+        return
+    for processes in (1, 2):
+        compress(folder, model, processes)
+    side_by_side(folder)
     projection()
 
 
