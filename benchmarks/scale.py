@@ -2,8 +2,9 @@
 hidden 576, 9 heads / 3 KV heads of 64, MLP 1536, vocabulary 49,152, tied embeddings) through
 `unast compress` with a reduced configuration, once with every trainer job in one process and once in
 two (UNAST_TRAINER_PROCS_PER_JOB=2), one torch thread per process, side by side: every stage's wall
-time, and each trainer job's peak memory per process with the planner's prediction beside it. Then
-the planner's projection for 1B and 8B Llama shapes on an 80 GB GPU.
+time, and each trainer job's peak memory per process with the planner's prediction beside it, and the
+machine's own limit (a matmul loop alone vs two at once). Then the planner's projection for 1B and 8B
+Llama shapes on an 80 GB GPU.
 
     .venv/bin/python -m benchmarks.scale                    # about an hour on 2 quiet cores
     .venv/bin/python -m benchmarks.scale --project-only     # the projection alone, at once
@@ -223,6 +224,33 @@ def side_by_side(folder: Path) -> None:
         )
 
 
+MATMUL = """
+import sys, time, torch
+torch.set_num_threads(1)
+a, b = torch.randn(512, 576), torch.randn(576, 1536)  # a batch's tokens through an MLP projection
+while time.time() < float(sys.argv[1]):  # start together
+    time.sleep(0.01)
+start = time.perf_counter()
+for _ in range(int(sys.argv[2])):
+    a @ b
+print(time.perf_counter() - start)
+"""
+
+
+def machine_limit(repeats: int = 2000) -> float:
+    """The most 2 processes can gain here: the same one-thread matmul loop alone, then two at once
+    (throughput ratio). Processes on one machine share its cores' clocks, caches and memory bandwidth."""
+
+    def at_once(n: int) -> list[float]:
+        start_at = str(time.time() + 5)  # after every process has imported torch
+        command = [sys.executable, "-c", MATMUL, start_at, str(repeats)]
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(p.communicate()[0]) for p in procs]
+
+    (alone,) = at_once(1)
+    return 2 * alone / max(at_once(2))
+
+
 def projection() -> None:
     """The planner on 1B and 8B Llama shapes, the quality configuration's figures, default pool."""
     print(
@@ -294,6 +322,8 @@ def main() -> None:
     for processes in (1, 2):
         compress(folder, model, processes)
     side_by_side(folder)
+    limit = machine_limit()
+    print(f"\nthe machine's limit for 2 processes: {limit:.2f}x (one-thread matmuls, alone vs two at once)")
     projection()
 
 
