@@ -6,7 +6,7 @@ time, and each trainer job's peak memory per process with the planner's predicti
 machine's own limit (a matmul loop alone vs two at once). Then the planner's projection for 1B and 8B
 Llama shapes on an 80 GB GPU.
 
-    .venv/bin/python -m benchmarks.scale                    # about an hour on 2 quiet cores
+    .venv/bin/python -m benchmarks.scale                    # about 75 minutes on 2 cores
     .venv/bin/python -m benchmarks.scale --project-only     # the projection alone, at once
     .venv/bin/python -m benchmarks.scale --score-only       # the score job alone, 1 vs 2 processes
 
