@@ -10,10 +10,10 @@ on NMSE and on every cost a budget constrains, and better on one: no search at t
 believed the NMSE order could want it, so the first pass would score only the undominated pairs.
 Printed: Spearman's correlation between NMSE and score within each slot; the share of pairs left to
 score; and the search's K architectures with the dominated candidates excluded vs the run's full
-search, both judged on the exact scores: the first architecture's objective, how many of the full
-search's choices the pruning removed, and how many architectures the two answers share. As a control,
-the same with candidates dominated on the exact score (what an oracle could prune: the K diverse
-architectures may still need some of them).
+search, both judged on the exact scores: the first architecture's objective and the K's mean, how
+many of the full search's choices the pruning removed, and how many architectures the two answers
+share. As a control, the same with candidates dominated on the exact score (what an oracle could
+prune: the K diverse architectures may still need some of them).
 """
 
 import argparse
@@ -67,6 +67,8 @@ def pruned(request: SearchRequest, quality: dict[str, dict[str, float]]) -> tupl
 
 def compare(name: str, full: SearchResponse, found: SearchResponse, left: int, before: int) -> None:
     first, best = found.solutions[0], full.solutions[0]
+    mean = sum(s.objective for s in found.solutions) / len(found.solutions)
+    full_mean = sum(s.objective for s in full.solutions) / len(full.solutions)
     full_choices = {(slot, c) for s in full.solutions for slot, c in s.choices.items()}
     kept = {(slot, c) for s in found.solutions for slot, c in s.choices.items()}
     shared = {tuple(sorted(s.choices.items())) for s in full.solutions} & {
@@ -74,7 +76,8 @@ def compare(name: str, full: SearchResponse, found: SearchResponse, left: int, b
     }
     print(
         f"| {name} | {left} of {before} ({left / before:.0%}) | {first.objective:.4f} "
-        f"({first.objective - best.objective:+.4f}) | {len(full_choices - kept)} of {len(full_choices)} "
+        f"({first.objective - best.objective:+.4f}) | {mean:.4f} ({mean - full_mean:+.4f}) "
+        f"| {len(full_choices - kept)} of {len(full_choices)} "
         f"| {len(shared)} of {len(full.solutions)} |"
     )
 
@@ -110,10 +113,10 @@ def main() -> None:
             + ", ".join(str(b.model_dump(exclude_none=True)) for b in run.budgets)
         )
         print(
-            "\n| pruned by | pairs scored exactly | first objective (vs full) | full's choices removed | "
-            "architectures shared |"
+            "\n| pruned by | pairs scored exactly | first objective (vs full) | mean of the K (vs full) | "
+            "full's choices removed | architectures shared |"
         )
-        print("| --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for name, quality in (("NMSE + costs (the proxy)", nmse), ("exact score + costs (oracle)", exact)):
             request_, left, before = pruned(request, quality)
             compare(name, full, search(run, f"search-{name.split()[0]}", request_), left, before)
