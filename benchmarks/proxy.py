@@ -2,7 +2,9 @@
 first pass, exact scores only for the pairs it leaves. How much scoring it saves, and how the search's
 answer changes.
 
-    .venv/bin/python -m benchmarks.proxy --run runs/quality [--k 20]
+    scripts/run compress --model models/shakespeare-teacher --latency 0.5 \
+        --config benchmarks/proxy-demo.json --out runs/proxy      # README's figures, about 20 minutes
+    .venv/bin/python -m benchmarks.proxy --run runs/proxy [--k 10]
 
 From a finished `unast compress` run (its distill job's held-out NMSE, its score table and LUT, at its
 budgets). A candidate is *dominated* in its slot when another candidate of the slot is at least as good
@@ -56,9 +58,10 @@ def dominated(slot: Slot, quality: dict[str, float], costs: list[str]) -> set[st
 def pruned(request: SearchRequest, quality: dict[str, dict[str, float]]) -> tuple[SearchRequest, int, int]:
     """The request with each slot's dominated candidates excluded; (request, pairs left, pairs before)."""
     out = request.model_copy(deep=True)
+    costs = budgeted(request)
     left = before = 0
     for slot in out.slots:
-        drop = dominated(slot, quality[slot.id], budgeted(request))
+        drop = dominated(slot, quality[slot.id], costs)
         before += len(slot.candidates) - len(slot.exclude)
         slot.exclude = [*slot.exclude, *sorted(drop)]
         left += len(slot.candidates) - len(slot.exclude)
