@@ -4,8 +4,10 @@ shape, the candidates or architecture, the spec's figures and the number of proc
 Memory, in float32 bytes F = 4 per value, T = batch_size x seq_len tokens, h = hidden size:
 - distill (per rank, slots shared out by FLOPs as the job does): the teacher's weights; 4 copies of
   the rank's trained candidates (weights, gradients, AdamW's two moments); every own slot's captured
-  input and output (2 T h each); the larger of one candidate's backward graph and one teacher
-  operator's forward intermediates (activations_per_token x T).
+  input and output (2 T h each); the largest of one candidate's backward graph, one teacher
+  operator's forward intermediates (activations_per_token x T) and, on several ranks, the teacher's
+  pass shared out (the rank's R = ceil(batch_size / ranks) x seq_len rows of every slot's input and
+  output, 2 R h per slot, and the buffers its own slots' rows gather in, 2 (R + T) h per own slot).
 - score (per rank, the (slot, candidate) pairs shared out as the job does): the teacher and the rank's
   own candidates (weights only); the residual stream entering every slot (T h each, kept for the
   batch); one operator's intermediates; the logits (LOGIT_COPIES x T V).
@@ -16,7 +18,7 @@ Memory, in float32 bytes F = 4 per value, T = batch_size x seq_len tokens, h = h
 Time: FLOPs / (the device's matmul FLOP/s x UTILISATION); the trainer measures its device's rate,
 a projection takes a datasheet's. FLOPs count 2 per multiply-add, a backward pass as twice its
 forward (shared/costs.py's operator_flops per call):
-- distill: steps x (a teacher forward + 3 x every trained candidate's forward / ranks);
+- distill: steps x (a teacher forward on R rows + 3 x every trained candidate's forward / ranks);
 - score: eval_batches x (a teacher forward + every pair's forward from its slot to the head / ranks);
 - finetune: steps x 3 x the student's forward (+ the teacher's forward for kd), over the ranks;
 - rank: architectures x steps x 3 x a student's forward / ranks.
@@ -118,14 +120,16 @@ def distill(
     teacher = Architecture.teacher(shape)
     intermediates = max(activations_per_token(op, shape) for _, _, op in teacher.slots())
     h = shape.hidden_size
+    rows = -(-batch_size // processes) * seq_len  # the rows of the teacher's pass a rank runs
+    shared_out = 2 * h * (rows * len(slots) + (rows + tokens) * own_slots) if processes > 1 else 0
     memory = {
         "teacher": parameters(teacher, shape) * FLOAT_BYTES,
         "candidates and AdamW": 4 * params * FLOAT_BYTES,
         "captured activations": 2 * tokens * h * own_slots * FLOAT_BYTES,
-        "one operator's graph": tokens * max(graph, intermediates) * FLOAT_BYTES,
+        "one operator's graph": max(tokens * graph, tokens * intermediates, shared_out) * FLOAT_BYTES,
         "runtime": RUNTIME_BYTES,
     }
-    per_step = _teacher_forward(shape, tokens, seq_len, head=False) + max(r[3] for r in ranks)
+    per_step = _teacher_forward(shape, rows, seq_len, head=False) + max(r[3] for r in ranks)
     detail = {"trained parameters": params, "slots": own_slots}
     return StagePlan("distill", processes, memory, steps * per_step, detail)
 

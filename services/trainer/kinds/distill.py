@@ -21,6 +21,7 @@ from services.trainer.learning.distill import (
     LOSSES,
     build_students,
     capture,
+    capture_shared,
     distill_step,
     evaluate,
     named_parameters,
@@ -141,8 +142,8 @@ def run(ctx: JobContext) -> DistillResult:
         )
         set_learning_rate(optimizer, lr)
         idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
-        with cast():  # the teacher's pass
-            activations = capture(teacher, idx.to(device), mine)
+        with cast():  # the teacher's pass, shared out by rows
+            activations = capture_shared(teacher, idx.to(device), owner)
         losses = distill_step(trainable, optimizer, activations, loss_fn, cast)
         if time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1):
             values = [v for by in losses.values() for v in by.values()]
@@ -158,15 +159,15 @@ def run(ctx: JobContext) -> DistillResult:
             ctx.save_sharded_checkpoint(step=step + 1, tensors=tensors)  # a collective
     ctx.step(spec.steps, spec.steps, progress=spec.steps / work)
 
-    def batches():
+    def heldout_activations():
         for b, (x, _) in enumerate(
             heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches)
         ):
             ctx.status("held-out normalised MSE", (spec.steps + EVAL_COST * b) / work)
-            yield x.to(device)
+            yield capture_shared(teacher, x.to(device), owner)
 
     every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in mine}
-    nmse = gathered_nmse(evaluate(teacher, every, batches()), specs, device)
+    nmse = gathered_nmse(evaluate(every, heldout_activations()), specs, device)
     peaks = peak.per_process()  # a collective
     ctx.log(f"peak memory per process: {', '.join(f'{n / 2**30:.2f} GiB' for n in peaks)}")
     tensors = gathered_files({k: v.cpu() for k, v in flatten(trainable).items()}, ctx.directory / "shards")

@@ -6,9 +6,12 @@ problems, all in the same step. The default loss is the normalised MSE of Square
 MSE(t, s) / MSE(t, 0), under which the identity candidate scores exactly 1.
 
 Every slot's problem is independent of every other's, so several processes share the slots out (each
-distils only its own, on the same batches as the others): nothing is exchanged while training, and
-a candidate learns exactly what it would learn in one process. The flat training loop lives in the
-distillation job; this module holds its parts.
+distils only its own, on the same batches as the others) and the teacher's pass by rows (each runs
+its rows of the batch through the teacher and sends every slot's activations to the slot's owner):
+a candidate learns what it would learn in one process, and no rank runs the whole teacher (its
+forward is a seventh of a step's FLOPs on a 135M Llama with the small pool: run whole by every rank,
+it alone would hold 2 processes near 1.75x). The flat training loop lives in the distillation job; this
+module holds its parts.
 """
 
 import contextlib
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.trainer.learning.distributed import rank_and_world, rows_gathered
 from services.trainer.learning.inherit import inherit
 from services.trainer.learning.students import Students
 from shared.model import Decoder
@@ -57,6 +61,27 @@ def capture(teacher: Decoder, idx: torch.Tensor, slots: Iterable[str] | None = N
     finally:
         for hook in hooks:
             hook.remove()
+    return activations
+
+
+def capture_shared(teacher: Decoder, idx: torch.Tensor, owner: dict[str, int]) -> Activations:
+    """The input and output of this rank's slots (`owner`: slot -> rank) on the whole batch, the
+    teacher's pass shared out by rows: each rank runs its rows (the batch padded with its own rows to
+    a multiple of the ranks) and gathers its slots' rows from the others (a collective). Alone:
+    capture()."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return capture(teacher, idx, owner)
+    rows = -(-len(idx) // world)
+    padded = idx[torch.arange(rows * world, device=idx.device) % len(idx)]
+    ours = capture(teacher, padded[rank * rows : (rank + 1) * rows], owner)
+    activations: Activations = {}
+    for r in range(world):
+        slots = [slot for slot, o in owner.items() if o == r]
+        whole = rows_gathered([t for slot in slots for t in ours.pop(slot)], dst=r)
+        if whole is not None:
+            for i, slot in enumerate(slots):
+                activations[slot] = (whole[2 * i][: len(idx)], whole[2 * i + 1][: len(idx)])
     return activations
 
 
@@ -124,14 +149,12 @@ def distill_step(
 
 
 @torch.no_grad()
-def evaluate(
-    teacher: Decoder, students: Students, batches: Iterable[torch.Tensor]
-) -> dict[str, dict[str, float]]:
-    """Held-out normalised MSE per slot and candidate: sum |t - s|^2 / sum |t|^2 over all tokens."""
+def evaluate(students: Students, batches: Iterable[Activations]) -> dict[str, dict[str, float]]:
+    """Held-out normalised MSE per slot and candidate over the teacher's activations of held-out
+    batches: sum |t - s|^2 / sum |t|^2 over all tokens."""
     error: dict[str, dict[str, float]] = {slot: dict.fromkeys(m, 0.0) for slot, m in students.items()}
     energy: dict[str, float] = dict.fromkeys(students, 0.0)
-    for idx in batches:
-        activations = capture(teacher, idx, students)
+    for activations in batches:
         for slot, modules in students.items():
             x, t = activations[slot]
             energy[slot] += t.double().pow(2).sum().item()

@@ -56,6 +56,10 @@ def test_losses_behave():
         assert fn(t, t).item() == pytest.approx(0.0, abs=1e-6), name
 
 
+def teacher_activations(teacher, batches):
+    return [capture(teacher, idx) for idx in batches]
+
+
 def test_distillation_lowers_every_candidates_loss():
     torch.manual_seed(0)
     teacher = Decoder(TINY).eval()
@@ -63,14 +67,14 @@ def test_distillation_lowers_every_candidates_loss():
     trainable, fixed = build_students(teacher, candidates(), capture(teacher, train[0]), seed=0)
     assert set(fixed["block0.attn"]) == {"attn_h4_kv2_d16", "identity"}
     assert set(trainable["block0.attn"]) == {"linear", "attn_h2_kv1_d8"}
-    before_heldout = evaluate(teacher, trainable, heldout)
-    before_train = evaluate(teacher, trainable, train[:3])
+    before_heldout = evaluate(trainable, teacher_activations(teacher, heldout))
+    before_train = evaluate(trainable, teacher_activations(teacher, train[:3]))
     optimizer = torch.optim.AdamW(named_parameters(trainable).values(), lr=1e-3, weight_decay=0.0)
     for _ in range(2):
         for idx in train:
             distill_step(trainable, optimizer, capture(teacher, idx), nmse)
-    after_heldout = evaluate(teacher, trainable, heldout)
-    after_train = evaluate(teacher, trainable, train[:3])
+    after_heldout = evaluate(trainable, teacher_activations(teacher, heldout))
+    after_train = evaluate(trainable, teacher_activations(teacher, train[:3]))
     # a random teacher's sublayer has little linear structure: the linear candidate's least-squares
     # start is already near its best (tested in test_inherit.py), so only downsized operators are held
     # to improving here
@@ -78,7 +82,7 @@ def test_distillation_lowers_every_candidates_loss():
         for cid in set(before_heldout[slot]) - {"linear"}:
             assert after_train[slot][cid] < before_train[slot][cid], (slot, cid)
             assert after_heldout[slot][cid] < before_heldout[slot][cid], (slot, cid)
-    fixed_scores = evaluate(teacher, fixed, heldout)
+    fixed_scores = evaluate(fixed, teacher_activations(teacher, heldout))
     assert fixed_scores["block0.mlp"]["identity"] == pytest.approx(1.0)
     assert fixed_scores["block0.mlp"]["mlp_i176"] == 0.0
 
@@ -130,7 +134,7 @@ def test_bfloat16_autocast_learns_what_float32_learns_with_float32_master_weight
             distill_step(trainable, optimizer, activations, nmse, cast)
         assert all(p.dtype == torch.float32 for p in named.values())
         assert all(s.dtype == torch.float32 for st in optimizer.state.values() for s in st.values())
-        results[precision] = evaluate(teacher, trainable, heldout)
+        results[precision] = evaluate(trainable, teacher_activations(teacher, heldout))
     assert resolved(cpu, "auto") == "float32"  # CPU stays float32 unless asked
     for slot, by_id in results["float32"].items():
         for cid, full in by_id.items():
