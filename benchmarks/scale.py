@@ -3,7 +3,8 @@ hidden 576, 9 heads / 3 KV heads of 64, MLP 1536, vocabulary 49,152, tied embedd
 `unast compress` with a reduced configuration, once with every trainer job in one process and once in
 two (UNAST_TRAINER_PROCS_PER_JOB=2), one torch thread per process, side by side: every stage's wall
 time, and each trainer job's peak memory per process with the planner's prediction beside it, and the
-machine's own limit (a matmul loop alone vs two at once). Then the planner's projection for 1B and 8B
+machine's own limit (matmul loops alone vs two at once, at an MLP projection's shape and at the LM
+head's). Then the planner's projection for 1B and 8B
 Llama shapes on an 80 GB GPU.
 
     .venv/bin/python -m benchmarks.scale                    # about 75 minutes on 2 cores
@@ -227,23 +228,29 @@ def side_by_side(folder: Path) -> None:
 MATMUL = """
 import sys, time, torch
 torch.set_num_threads(1)
-a, b = torch.randn(512, 576), torch.randn(576, 1536)  # a batch's tokens through an MLP projection
-while time.time() < float(sys.argv[1]):  # start together
+start_at, repeats, m, k, n = float(sys.argv[1]), *map(int, sys.argv[2:])
+a, b = torch.randn(m, k), torch.randn(k, n)
+while time.time() < start_at:  # start together
     time.sleep(0.01)
 start = time.perf_counter()
-for _ in range(int(sys.argv[2])):
+for _ in range(repeats):
     a @ b
 print(time.perf_counter() - start)
 """
+LIMIT_SHAPES = {  # a batch's 512 tokens through the teacher's matmuls, (m, k, n) and loop length
+    "an MLP projection, 512 x 576 @ 576 x 1536": ((512, 576, 1536), 2000),
+    "the LM head, 512 x 576 @ 576 x 49152": ((512, 576, SMOL.vocab_size), 60),
+}
 
 
-def machine_limit(repeats: int = 2000) -> float:
+def machine_limit(shape: tuple[int, int, int], repeats: int) -> float:
     """The most 2 processes can gain here: the same one-thread matmul loop alone, then two at once
-    (throughput ratio). Processes on one machine share its cores' clocks, caches and memory bandwidth."""
+    (throughput ratio). Processes on one machine share its cores' clocks, caches and memory bandwidth:
+    a matmul whose weight outgrows the caches (the LM head's, 113 MB) shows what that sharing costs."""
 
     def at_once(n: int) -> list[float]:
         start_at = str(time.time() + 5)  # after every process has imported torch
-        command = [sys.executable, "-c", MATMUL, start_at, str(repeats)]
+        command = [sys.executable, "-c", MATMUL, start_at, str(repeats), *map(str, shape)]
         procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(n)]
         return [float(p.communicate()[0]) for p in procs]
 
@@ -322,8 +329,9 @@ def main() -> None:
     for processes in (1, 2):
         compress(folder, model, processes)
     side_by_side(folder)
-    limit = machine_limit()
-    print(f"\nthe machine's limit for 2 processes: {limit:.2f}x (one-thread matmuls, alone vs two at once)")
+    print("\nthe machine's limit for 2 processes (one-thread matmul loops, alone vs two at once):")
+    for name, (shape, repeats) in LIMIT_SHAPES.items():
+        print(f"- {name}: {machine_limit(shape, repeats):.2f}x")
     projection()
 
 
