@@ -5,9 +5,9 @@ Memory, in float32 bytes F = 4 per value, T = batch_size x seq_len tokens, h = h
 - distill (per rank, slots shared out by FLOPs as the job does): the teacher's weights; 4 copies of
   the rank's trained candidates (weights, gradients, AdamW's two moments); every own slot's captured
   input and output (2 T h each); the largest of one candidate's backward graph, one teacher
-  operator's forward intermediates (activations_per_token x T) and, on several ranks, the teacher's
-  pass shared out (the rank's R = ceil(batch_size / ranks) x seq_len rows of every slot's input and
-  output, 2 R h per slot, and the buffers its own slots' rows gather in, 2 (R + T) h per own slot).
+  operator's forward intermediates (activations_per_token x T) and, on several ranks, one tensor of
+  the teacher's pass shared out in flight (a slot's R = ceil(batch_size / ranks) x seq_len rows from
+  each of the N ranks, N R h: the rows are sent as each slot runs).
 - score (per rank, the (slot, candidate) pairs shared out as the job does): the teacher and the rank's
   own candidates (weights only); the residual stream entering every slot (T h each, kept for the
   batch); one operator's intermediates; the logits (LOGIT_COPIES x T V).
@@ -121,7 +121,7 @@ def distill(
     intermediates = max(activations_per_token(op, shape) for _, _, op in teacher.slots())
     h = shape.hidden_size
     rows = -(-batch_size // processes) * seq_len  # the rows of the teacher's pass a rank runs
-    shared_out = 2 * h * (rows * len(slots) + (rows + tokens) * own_slots) if processes > 1 else 0
+    shared_out = processes * rows * h if processes > 1 else 0  # a slot's rows from every rank, as sent
     memory = {
         "teacher": parameters(teacher, shape) * FLOAT_BYTES,
         "candidates and AdamW": 4 * params * FLOAT_BYTES,

@@ -48,41 +48,52 @@ def capture(teacher: Decoder, idx: torch.Tensor, slots: Iterable[str] | None = N
     """Run the teacher once; return the input and output of every slot, or of `slots` (hooks on the
     slot modules)."""
     activations: Activations = {}
-    wanted = None if slots is None else set(slots)
-    hooks = [
-        op.register_forward_hook(
-            lambda _m, args, out, slot=slot: activations.__setitem__(slot, (args[0], out))
-        )
-        for slot, op in teacher.slots()
-        if wanted is None or slot in wanted
-    ]
-    try:
-        teacher.forward_slots(teacher.embed(idx))  # the LM head is not needed
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _each_slot(teacher, idx, slots, lambda slot, x, t: activations.__setitem__(slot, (x, t)))
     return activations
 
 
+@torch.no_grad()
 def capture_shared(teacher: Decoder, idx: torch.Tensor, owner: dict[str, int]) -> Activations:
     """The input and output of this rank's slots (`owner`: slot -> rank) on the whole batch, the
     teacher's pass shared out by rows: each rank runs its rows (the batch padded with its own rows to
-    a multiple of the ranks) and gathers its slots' rows from the others (a collective). Alone:
-    capture()."""
+    a multiple of the ranks) and, as each slot's output comes, sends its rows to the slot's owner (a
+    collective per slot: every rank reaches the slots in the same order). A rank holds only its own
+    slots' activations, never every slot's rows. Alone: capture()."""
     rank, world = rank_and_world()
     if world == 1:
         return capture(teacher, idx, owner)
     rows = -(-len(idx) // world)
     padded = idx[torch.arange(rows * world, device=idx.device) % len(idx)]
-    ours = capture(teacher, padded[rank * rows : (rank + 1) * rows], owner)
     activations: Activations = {}
-    for r in range(world):
-        slots = [slot for slot, o in owner.items() if o == r]
-        whole = rows_gathered([t for slot in slots for t in ours.pop(slot)], dst=r)
-        if whole is not None:
-            for i, slot in enumerate(slots):
-                activations[slot] = (whole[2 * i][: len(idx)], whole[2 * i + 1][: len(idx)])
+
+    def send(slot: str, x: torch.Tensor, t: torch.Tensor) -> None:
+        whole_x, whole_t = rows_gathered(x, dst=owner[slot]), rows_gathered(t, dst=owner[slot])
+        if whole_x is not None and whole_t is not None:
+            activations[slot] = (whole_x[: len(idx)], whole_t[: len(idx)])
+
+    _each_slot(teacher, padded[rank * rows : (rank + 1) * rows], owner, send)
     return activations
+
+
+def _each_slot(
+    teacher: Decoder,
+    idx: torch.Tensor,
+    slots: Iterable[str] | None,
+    on_slot: Callable[[str, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """Run the teacher's blocks on `idx`, calling on_slot(slot, x, t) as each of `slots` (all when
+    None) is run, in the teacher's order (hooks on the slot modules; the LM head is not needed)."""
+    wanted = None if slots is None else set(slots)
+    hooks = [
+        op.register_forward_hook(lambda _m, args, out, slot=slot: on_slot(slot, args[0], out))
+        for slot, op in teacher.slots()
+        if wanted is None or slot in wanted
+    ]
+    try:
+        teacher.forward_slots(teacher.embed(idx))
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def build_students(

@@ -39,28 +39,18 @@ def summed(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     return total.cpu()
 
 
-def rows_gathered(parts: list[torch.Tensor], dst: int) -> list[torch.Tensor] | None:
-    """Each rank's `parts` (the same shapes and dtypes on every rank: its rows of the same tensors),
-    each joined along its first dimension in rank order on rank `dst` (a collective; the others get
-    None). One message per dtype, not one per tensor."""
+def rows_gathered(part: torch.Tensor, dst: int) -> torch.Tensor | None:
+    """Each rank's `part` (the same shape and dtype on every rank: its rows of one tensor), joined
+    along the first dimension in rank order on rank `dst` (a collective; the others get None). The
+    ranks' rows land straight in the joined tensor: no buffer beside it."""
     rank, world = rank_and_world()
     if world == 1:
-        return parts
-    by_dtype: dict[torch.dtype, list[int]] = {}
-    for i, part in enumerate(parts):
-        by_dtype.setdefault(part.dtype, []).append(i)
-    joined: list[torch.Tensor] = [torch.empty(0)] * len(parts)
-    for indices in by_dtype.values():  # in the parts' order: the same on every rank
-        flat = torch.cat([parts[i].reshape(-1) for i in indices])
-        received = [torch.empty_like(flat) for _ in range(world)] if rank == dst else None
-        dist.gather(flat, received, dst=dst)
-        if received is None:
-            continue
-        sizes = [parts[i].numel() for i in indices]
-        pieces = [each.split(sizes) for each in received]
-        for k, i in enumerate(indices):
-            joined[i] = torch.cat([piece[k].view(parts[i].shape) for piece in pieces])
-    return joined if rank == dst else None
+        return part
+    whole = None
+    if rank == dst:
+        whole = torch.empty((world * len(part), *part.shape[1:]), dtype=part.dtype, device=part.device)
+    dist.gather(part.contiguous(), None if whole is None else list(whole.chunk(world)), dst=dst)
+    return whole
 
 
 def gathered_files(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:
