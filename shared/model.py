@@ -69,10 +69,15 @@ class Decoder(nn.Module):
         ]
 
     def forward_slots(
-        self, x: torch.Tensor, start: int = 0, caches: list[KVCache | None] | None = None
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        caches: list[KVCache | None] | None = None,
+        stop: int | None = None,
     ) -> torch.Tensor:
-        """The residual stream after every slot from index `start` on (slot 2i is block i's attention)."""
-        for index, (_, op) in enumerate(self.slots()[start:], start):
+        """The residual stream after the slots from index `start` on, up to `stop` (all by default;
+        slot 2i is block i's attention)."""
+        for index, (_, op) in enumerate(self.slots()[start:stop], start):
             cache = caches[index // 2] if caches is not None and index % 2 == 0 else None
             x = residual(op, x, cache)
         return x

@@ -2,12 +2,11 @@
 shape, the candidates or architecture, the spec's figures and the number of processes.
 
 Memory, in float32 bytes F = 4 per value, T = batch_size x seq_len tokens, h = hidden size:
-- distill (per rank, slots shared out by FLOPs as the job does): the teacher's weights; 4 copies of
-  the rank's trained candidates (weights, gradients, AdamW's two moments); every own slot's captured
-  input and output (2 T h each); the largest of one candidate's backward graph, one teacher
-  operator's forward intermediates (activations_per_token x T) and, on several ranks, one tensor of
-  the teacher's pass shared out in flight (a slot's R = ceil(batch_size / ranks) x seq_len rows from
-  each of the N ranks, N R h: the rows are sent as each slot runs).
+- distill (per rank, each a contiguous run of the teacher's slots balanced by FLOPs, as the job
+  does): the teacher's weights in its run (and the embedding on the rank whose run starts the pass);
+  4 copies of the rank's trained candidates (weights, gradients, AdamW's two moments); every own
+  slot's captured input and output (2 T h each); the largest of one candidate's backward graph and
+  one teacher operator's forward intermediates (activations_per_token x T).
 - score (per rank, the (slot, candidate) pairs shared out as the job does): the teacher and the rank's
   own candidates (weights only); the residual stream entering every slot (T h each, kept for the
   batch); one operator's intermediates; the logits (LOGIT_COPIES x T V).
@@ -18,7 +17,8 @@ Memory, in float32 bytes F = 4 per value, T = batch_size x seq_len tokens, h = h
 Time: FLOPs / (the device's matmul FLOP/s x UTILISATION); the trainer measures its device's rate,
 a projection takes a datasheet's. FLOPs count 2 per multiply-add, a backward pass as twice its
 forward (shared/costs.py's operator_flops per call):
-- distill: steps x (a teacher forward on R rows + 3 x every trained candidate's forward / ranks);
+- distill: steps x the busiest rank's (teacher forward through its run + 3 x its trained candidates'
+  forward) -- the pipeline's start (one micro-batch's wait per step at most) not counted;
 - score: eval_batches x (a teacher forward + every pair's forward from its slot to the head / ranks);
 - finetune: steps x 3 x the student's forward (+ the teacher's forward for kd), over the ranks;
 - rank: architectures x steps x 3 x a student's forward / ranks.
@@ -75,15 +75,63 @@ def owners(costs: list[float], world: int) -> list[int]:
     return owner
 
 
+def runs(costs: list[float], world: int) -> list[int]:
+    """The rank that takes each of pieces of work that must stay in order (the teacher's slots, which
+    its pass goes through one after another): each rank a contiguous run, every rank one where there
+    are enough pieces, the most costly run as cheap as it can be (bisection on its cost, each run
+    filled greedily). The same on every rank."""
+
+    def packed(limit: float) -> list[int] | None:
+        owner: list[int] = []
+        rank, load = 0, 0.0
+        for i, cost in enumerate(costs):
+            every_rank_needs_one = len(costs) - i == world - 1 - rank
+            if owner and (load + cost > limit or every_rank_needs_one):
+                rank, load = rank + 1, 0.0
+                if rank == world:
+                    return None
+            owner.append(rank)
+            load += cost
+        return owner
+
+    low, high = max(costs, default=0.0), sum(costs)
+    best = packed(high)
+    for _ in range(60):
+        middle = (low + high) / 2
+        if (owner := packed(middle)) is None:
+            low = middle
+        else:
+            high, best = middle, owner
+    return best or []
+
+
 def trained(slot: str, spec: OperatorSpec, shape: ModelShape) -> bool:
     """Whether a distill job trains this candidate (the teacher's own operator and identity it does not)."""
     _, slot_type = parse_slot_id(slot)
     return spec.kind != "identity" and not is_teacher(spec, shape, slot_type)
 
 
-def slot_flops(specs: list[OperatorSpec], shape: ModelShape, tokens: int, seq_len: int) -> float:
-    """One step's forward FLOPs of a slot's candidates on `tokens` tokens: how the slots are shared out."""
-    return sum(operator_flops(op, shape, rows=tokens, attended=seq_len) for op in specs)
+def slot_runs(
+    candidates: dict[str, list[OperatorSpec]], shape: ModelShape, tokens: int, seq_len: int, world: int
+) -> list[range]:
+    """Each rank's run of the teacher's slot indices in a distill job: the teacher's pass through the
+    slot and 3 x its trained candidates' forward FLOPs on a step's tokens, balanced over contiguous
+    runs (a rank runs its run of the teacher, then trains its slots' candidates)."""
+    teacher = Architecture.teacher(shape)
+    costs = [
+        operator_flops(op, shape, rows=tokens, attended=seq_len)
+        + 3
+        * sum(
+            operator_flops(c, shape, rows=tokens, attended=seq_len)
+            for c in candidates.get(slot, [])
+            if trained(slot, c, shape)
+        )
+        for slot, _, op in teacher.slots()
+    ]
+    owner = runs(costs, world)
+    if len(set(owner)) < world:
+        raise ValueError(f"{world} processes for {len(owner)} slots: use at most {len(owner)}")
+    return [range(owner.index(r), owner.index(r) + owner.count(r)) for r in range(world)]
 
 
 def _teacher_forward(shape: ModelShape, tokens: int, seq_len: int, head: bool) -> float:
@@ -102,34 +150,28 @@ def distill(
     processes: int,
 ) -> StagePlan:
     tokens = batch_size * seq_len
-    slots = list(candidates)
-    owner = owners([slot_flops(candidates[s], shape, tokens, seq_len) for s in slots], processes)
-    ranks = []
-    for rank in range(processes):
-        mine = [s for s, r in zip(slots, owner, strict=True) if r == rank]
-        learned = [op for s in mine for op in candidates[s] if trained(s, op, shape)]
-        ranks.append(
-            (
-                sum(operator_parameters(op, shape) for op in learned),
-                len(mine),
-                max((activations_per_token(op, shape) for op in learned), default=0),
-                3 * sum(operator_flops(op, shape, rows=tokens, attended=seq_len) for op in learned),
-            )
-        )
-    params, own_slots, graph, _ = max(ranks)  # the rank with the most weights
-    teacher = Architecture.teacher(shape)
-    intermediates = max(activations_per_token(op, shape) for _, _, op in teacher.slots())
+    teacher = list(Architecture.teacher(shape).slots())
     h = shape.hidden_size
-    rows = -(-batch_size // processes) * seq_len  # the rows of the teacher's pass a rank runs
-    shared_out = processes * rows * h if processes > 1 else 0  # a slot's rows from every rank, as sent
-    memory = {
-        "teacher": parameters(teacher, shape) * FLOAT_BYTES,
-        "candidates and AdamW": 4 * params * FLOAT_BYTES,
-        "captured activations": 2 * tokens * h * own_slots * FLOAT_BYTES,
-        "one operator's graph": max(tokens * graph, tokens * intermediates, shared_out) * FLOAT_BYTES,
-        "runtime": RUNTIME_BYTES,
-    }
-    per_step = _teacher_forward(shape, rows, seq_len, head=False) + max(r[3] for r in ranks)
+    plans = []
+    for rank, run in enumerate(slot_runs(candidates, shape, tokens, seq_len, processes)):
+        mine = [slot for slot, _, _ in teacher[run.start : run.stop] if slot in candidates]
+        learned = [op for s in mine for op in candidates[s] if trained(s, op, shape)]
+        ops = [op for _, _, op in teacher[run.start : run.stop]]
+        held = sum(operator_parameters(op, shape) for op in ops) + (shape.vocab_size * h if rank == 0 else 0)
+        graph = max((activations_per_token(op, shape) for op in learned + ops), default=0)
+        params = sum(operator_parameters(op, shape) for op in learned)
+        memory = {
+            "teacher's run": held * FLOAT_BYTES,
+            "candidates and AdamW": 4 * params * FLOAT_BYTES,
+            "captured activations": 2 * tokens * h * len(mine) * FLOAT_BYTES,
+            "one operator's graph": tokens * graph * FLOAT_BYTES,
+            "runtime": RUNTIME_BYTES,
+        }
+        flops = sum(operator_flops(op, shape, rows=tokens, attended=seq_len) for op in ops)
+        flops += 3 * sum(operator_flops(op, shape, rows=tokens, attended=seq_len) for op in learned)
+        plans.append((sum(memory.values()), memory, params, len(mine), flops))
+    _, memory, params, own_slots, _ = max(plans, key=lambda p: p[0])  # the rank that needs the most
+    per_step = max(p[4] for p in plans)
     detail = {"trained parameters": params, "slots": own_slots}
     return StagePlan("distill", processes, memory, steps * per_step, detail)
 

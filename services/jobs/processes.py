@@ -172,7 +172,10 @@ def _alive(pid: int) -> bool:
 def _collective_failed(exc: BaseException) -> bool:
     """Whether the error came out of torch.distributed (a collective whose peer died or hung up: gloo's
     "Connection reset by peer"), not out of the job's own code. Bounded if wrong: a job re-queued
-    for it fails after its attempts."""
+    for it fails after its attempts. A send's work handle waited on in the job's own code raises
+    gloo's error with no torch frame: its transport names it."""
+    if isinstance(exc, dist.DistError) or "gloo/transport/" in str(exc):
+        return True
     frames = traceback.extract_tb(exc.__traceback__)
     return bool(frames) and f"torch{os.sep}distributed{os.sep}" in frames[-1].filename
 

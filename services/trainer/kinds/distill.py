@@ -20,10 +20,10 @@ from services.trainer.learning.data import heldout_batches, job_tokens, sample_b
 from services.trainer.learning.distill import (
     LOSSES,
     build_students,
-    capture,
-    capture_shared,
+    capture_run,
     distill_step,
     evaluate,
+    keep_run,
     named_parameters,
 )
 from services.trainer.learning.distributed import gathered_files, job_device, rank_and_world, summed
@@ -35,9 +35,8 @@ from shared import decilm
 from shared.candidates import inheritance_problem, slot_pools
 from shared.errors import invalid
 from shared.model import Decoder
-from shared.plan import owners, slot_flops
+from shared.plan import slot_runs
 from shared.schemas.operators import OperatorSpec, is_teacher, parse_slot_id, spec_name, teacher_operator
-from shared.schemas.shape import ModelShape
 from shared.schemas.trainer import DistillResult, DistillSpec
 from shared.settings import Settings
 
@@ -78,14 +77,6 @@ def slot_candidates(spec: DistillSpec, teacher: Decoder) -> dict[str, list[Opera
     return slot_pools(teacher.shape, "default", spec.format)
 
 
-def slot_owners(
-    specs: dict[str, list[OperatorSpec]], shape: ModelShape, tokens: int, seq_len: int, world: int
-) -> dict[str, int]:
-    """Slot -> the rank that distils it, balanced by its candidates' FLOPs (as the planner counts)."""
-    costs = [slot_flops(ops, shape, tokens, seq_len) for ops in specs.values()]
-    return dict(zip(specs, owners(costs, world), strict=True))
-
-
 def run(ctx: JobContext) -> DistillResult:
     """The distillation loop. Alone, or one rank of several (torchrun, or a worker's job over several
     processes): the slots are shared out, every rank distils its own on the same batches; each rank
@@ -95,17 +86,22 @@ def run(ctx: JobContext) -> DistillResult:
     device = job_device(ctx.settings)
     peak = PeakMemory(device)
     torch.manual_seed(spec.seed)
-    teacher = Decoder.from_pretrained(spec.teacher).to(device).eval().requires_grad_(False)
+    teacher = Decoder.from_pretrained(spec.teacher).eval().requires_grad_(False)
+    specs = slot_candidates(spec, teacher)
+    try:
+        run = slot_runs(specs, teacher.shape, spec.batch_size * spec.seq_len, spec.seq_len, world)[rank]
+    except ValueError as error:
+        raise ValueError(f"distilling on {world} processes: {error}") from None
+    keep_run(teacher, run, device)  # a rank holds only its run of the teacher
     train, heldout = job_tokens(spec.dataset, Path(spec.teacher))
     data = torch.Generator().manual_seed(spec.seed)  # the same batches on every rank
     calibration, _ = sample_batch(
         train, spec.batch_size, spec.seq_len, torch.Generator().manual_seed(spec.seed + 1)
     )
-    specs = slot_candidates(spec, teacher)
-    owner = slot_owners(specs, teacher.shape, spec.batch_size * spec.seq_len, spec.seq_len, world)
-    mine = {slot: ops for slot, ops in specs.items() if owner[slot] == rank}
+    in_run = {slot for slot, _ in teacher.slots()[run.start : run.stop]}
+    mine = {slot: ops for slot, ops in specs.items() if slot in in_run}
     trainable, fixed = build_students(
-        teacher, mine, capture(teacher, calibration.to(device), mine), seed=spec.seed
+        teacher, mine, capture_run(teacher, calibration.to(device), run, mine), seed=spec.seed
     )
     named = named_parameters(trainable)
     if not named:  # more processes than slots with anything to learn
@@ -142,8 +138,8 @@ def run(ctx: JobContext) -> DistillResult:
         )
         set_learning_rate(optimizer, lr)
         idx, _ = sample_batch(train, spec.batch_size, spec.seq_len, data)
-        with cast():  # the teacher's pass, shared out by rows
-            activations = capture_shared(teacher, idx.to(device), owner)
+        with cast():  # the teacher's pass, a pipeline over the ranks' runs
+            activations = capture_run(teacher, idx.to(device), run, mine)
         losses = distill_step(trainable, optimizer, activations, loss_fn, cast)
         if time.monotonic() - logged >= LOG_EVERY_S or step in (start, spec.steps - 1):
             values = [v for by in losses.values() for v in by.values()]
@@ -158,13 +154,14 @@ def run(ctx: JobContext) -> DistillResult:
                 tensors["extra/data_rng"] = data.get_state()
             ctx.save_sharded_checkpoint(step=step + 1, tensors=tensors)  # a collective
     ctx.step(spec.steps, spec.steps, progress=spec.steps / work)
+    activations = {}  # the last step's: freed before the held-out pass
 
     def heldout_activations():
         for b, (x, _) in enumerate(
             heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches)
         ):
             ctx.status("held-out normalised MSE", (spec.steps + EVAL_COST * b) / work)
-            yield capture_shared(teacher, x.to(device), owner)
+            yield capture_run(teacher, x.to(device), run, mine)
 
     every = {s: {**fixed.get(s, {}), **trainable.get(s, {})} for s in mine}
     nmse = gathered_nmse(evaluate(every, heldout_activations()), specs, device)

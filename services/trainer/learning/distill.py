@@ -5,13 +5,13 @@ that slot then trains on (x, t) alone -- (attention candidates + MLP candidates)
 problems, all in the same step. The default loss is the normalised MSE of SquareHead,
 MSE(t, s) / MSE(t, 0), under which the identity candidate scores exactly 1.
 
-Every slot's problem is independent of every other's, so several processes share the slots out (each
-distils only its own, on the same batches as the others) and the teacher's pass by rows (each runs
-its rows of the batch through the teacher and sends every slot's activations to the slot's owner):
-a candidate learns what it would learn in one process, and no rank runs the whole teacher (its
-forward is a seventh of a step's FLOPs on a 135M Llama with the small pool: run whole by every rank,
-it alone would hold 2 processes near 1.75x). The flat training loop lives in the distillation job; this
-module holds its parts.
+Every slot's problem is independent of every other's, so several processes share the slots out, each
+a contiguous run of them (each distils only its own, on the same batches as the others), and the
+teacher's pass becomes a pipeline over the runs: each rank holds and runs only its run of the teacher
+and hands the residual stream on. A candidate learns what it would learn in one process; no rank
+holds or runs the whole teacher (its forward is a seventh of a step's FLOPs on a 135M Llama with the
+small pool, and its weights the largest fixed part of a rank's memory). The flat training loop lives
+in the distillation job; this module holds its parts.
 """
 
 import contextlib
@@ -19,10 +19,11 @@ import zlib
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from services.trainer.learning.distributed import rank_and_world, rows_gathered
+from services.trainer.learning.distributed import rank_and_world
 from services.trainer.learning.inherit import inherit
 from services.trainer.learning.students import Students
 from shared.model import Decoder
@@ -47,53 +48,70 @@ LOSSES = {"nmse": nmse, "mse": F.mse_loss, "l1": F.l1_loss, "cosine": cosine}
 def capture(teacher: Decoder, idx: torch.Tensor, slots: Iterable[str] | None = None) -> Activations:
     """Run the teacher once; return the input and output of every slot, or of `slots` (hooks on the
     slot modules)."""
-    activations: Activations = {}
-    _each_slot(teacher, idx, slots, lambda slot, x, t: activations.__setitem__(slot, (x, t)))
-    return activations
+    return capture_run(teacher, idx, range(len(teacher.slots())), slots)
 
 
 @torch.no_grad()
-def capture_shared(teacher: Decoder, idx: torch.Tensor, owner: dict[str, int]) -> Activations:
-    """The input and output of this rank's slots (`owner`: slot -> rank) on the whole batch, the
-    teacher's pass shared out by rows: each rank runs its rows (the batch padded with its own rows to
-    a multiple of the ranks) and, as each slot's output comes, sends its rows to the slot's owner (a
-    collective per slot: every rank reaches the slots in the same order). A rank holds only its own
-    slots' activations, never every slot's rows. Alone: capture()."""
+def capture_run(
+    teacher: Decoder, idx: torch.Tensor, run: range, slots: Iterable[str] | None = None
+) -> Activations:
+    """The input and output of `slots` (all of `run`'s when None) on the whole batch, where `run` is
+    this rank's contiguous run of the teacher's slot indices (alone: every slot). On several ranks the
+    teacher's pass is a pipeline: rank r takes the residual stream entering its run from rank r - 1,
+    runs its slots and hands the stream on to rank r + 1, in micro-batches of rows so that the ranks
+    work at once. A rank holds and runs only its run of the teacher (keep_run) and receives nothing
+    but the stream: its slots' activations are its own."""
     rank, world = rank_and_world()
-    if world == 1:
-        return capture(teacher, idx, owner)
-    rows = -(-len(idx) // world)
-    padded = idx[torch.arange(rows * world, device=idx.device) % len(idx)]
+    ops = teacher.slots()
+    wanted = {slot for slot, _ in ops[run.start : run.stop]} if slots is None else set(slots)
     activations: Activations = {}
+    rows = slice(0, 0)  # the micro-batch's rows of the batch
 
-    def send(slot: str, x: torch.Tensor, t: torch.Tensor) -> None:
-        whole_x, whole_t = rows_gathered(x, dst=owner[slot]), rows_gathered(t, dst=owner[slot])
-        if whole_x is not None and whole_t is not None:
-            activations[slot] = (whole_x[: len(idx)], whole_t[: len(idx)])
+    def keep(slot: str, x: torch.Tensor, t: torch.Tensor) -> None:
+        if slot not in activations:
+            whole = (len(idx), *x.shape[1:])
+            activations[slot] = (x.new_empty(whole), t.new_empty(whole))
+        activations[slot][0][rows] = x
+        activations[slot][1][rows] = t
 
-    _each_slot(teacher, padded[rank * rows : (rank + 1) * rows], owner, send)
-    return activations
-
-
-def _each_slot(
-    teacher: Decoder,
-    idx: torch.Tensor,
-    slots: Iterable[str] | None,
-    on_slot: Callable[[str, torch.Tensor, torch.Tensor], None],
-) -> None:
-    """Run the teacher's blocks on `idx`, calling on_slot(slot, x, t) as each of `slots` (all when
-    None) is run, in the teacher's order (hooks on the slot modules; the LM head is not needed)."""
-    wanted = None if slots is None else set(slots)
     hooks = [
-        op.register_forward_hook(lambda _m, args, out, slot=slot: on_slot(slot, args[0], out))
-        for slot, op in teacher.slots()
-        if wanted is None or slot in wanted
+        op.register_forward_hook(lambda _m, args, out, slot=slot: keep(slot, args[0], out))
+        for slot, op in ops[run.start : run.stop]
+        if slot in wanted
     ]
+    sent = []  # (work, tensor): a tensor being sent must outlive its send
     try:
-        teacher.forward_slots(teacher.embed(idx))
+        start = 0
+        for micro in idx.tensor_split(1 if world == 1 else min(len(idx), 2 * world)):
+            rows = slice(start, start + len(micro))
+            start += len(micro)
+            if run.start == 0:
+                x = teacher.embed(micro)
+            else:
+                x = micro.new_empty(
+                    (*micro.shape, teacher.shape.hidden_size), dtype=teacher.embed.weight.dtype
+                )
+                dist.recv(x, src=rank - 1)
+            x = teacher.forward_slots(x, run.start, stop=run.stop)
+            if run.stop < len(ops) and world > 1:
+                sent.append((dist.isend(x, dst=rank + 1), x))
+        for work, _ in sent:
+            work.wait()
     finally:
         for hook in hooks:
             hook.remove()
+    return activations
+
+
+def keep_run(teacher: Decoder, run: range, device: torch.device | str = "cpu") -> None:
+    """Put the teacher's weights in this rank's run on `device` and free the rest (to the meta device:
+    a slip that ran them fails at once): the embedding stays with the run that starts the pass; no run
+    needs the head. The whole teacher never reaches the device."""
+    for index, (_, op) in enumerate(teacher.slots()):
+        op.to(device if index in run else "meta")
+    teacher.embed.to(device if run.start == 0 else "meta")
+    teacher.norm.to("meta")
+    teacher.lm_head.to("meta")  # a tied head gets a weight of its own on meta; the embedding keeps its
 
 
 def build_students(
@@ -146,7 +164,6 @@ def distill_step(
     all: Adam is element-wise, so one optimizer over all candidates equals one per candidate. The
     forward passes run in `cast()` (learning/precision.py), the backward passes outside it.
     """
-    optimizer.zero_grad(set_to_none=True)
     losses: dict[str, dict[str, float]] = {}
     for slot, modules in students.items():
         x, t = activations[slot]
@@ -156,6 +173,7 @@ def distill_step(
             loss.backward()
             losses.setdefault(slot, {})[cid] = loss.item()
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # the gradients' memory is free until the next step's backward
     return losses
 
 
@@ -171,6 +189,7 @@ def evaluate(students: Students, batches: Iterable[Activations]) -> dict[str, di
             energy[slot] += t.double().pow(2).sum().item()
             for cid, module in modules.items():
                 error[slot][cid] += (t - module(x)).double().pow(2).sum().item()
+        del activations  # before the next batch's are made, not after
     return {
         slot: {cid: e / max(energy[slot], 1e-30) for cid, e in errs.items()} for slot, errs in error.items()
     }

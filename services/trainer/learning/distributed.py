@@ -39,20 +39,6 @@ def summed(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     return total.cpu()
 
 
-def rows_gathered(part: torch.Tensor, dst: int) -> torch.Tensor | None:
-    """Each rank's `part` (the same shape and dtype on every rank: its rows of one tensor), joined
-    along the first dimension in rank order on rank `dst` (a collective; the others get None). The
-    ranks' rows land straight in the joined tensor: no buffer beside it."""
-    rank, world = rank_and_world()
-    if world == 1:
-        return part
-    whole = None
-    if rank == dst:
-        whole = torch.empty((world * len(part), *part.shape[1:]), dtype=part.dtype, device=part.device)
-    dist.gather(part.contiguous(), None if whole is None else list(whole.chunk(world)), dst=dst)
-    return whole
-
-
 def gathered_files(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:
     """Every rank's tensors (disjoint keys), merged on rank 0 through a folder every rank can write (a
     collective; the others get {}). Through files, not the network: a rank's part may be larger than

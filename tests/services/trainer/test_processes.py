@@ -128,6 +128,12 @@ def test_an_error_out_of_a_collective_is_a_peers_death_not_the_jobs_error():
     with pytest.raises(Exception) as raised:
         torch.distributed.all_reduce(torch.zeros(1))  # no group: raised from inside torch.distributed
     assert _collective_failed(raised.value)
+    with pytest.raises(RuntimeError) as waited:  # as a send's work.wait() in the job's code raises it
+        raise RuntimeError(
+            "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+            "[127.0.0.1]:47496: Connection reset by peer."
+        )
+    assert _collective_failed(waited.value)
     with pytest.raises(ValueError) as own:
         raise ValueError("the job's own error")
     assert not _collective_failed(own.value)
