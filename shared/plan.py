@@ -111,6 +111,10 @@ def trained(slot: str, spec: OperatorSpec, shape: ModelShape) -> bool:
     return spec.kind != "identity" and not is_teacher(spec, shape, slot_type)
 
 
+class TooManyProcesses(ValueError):
+    """More processes than a distill job has slots: a rank would have nothing to run or train."""
+
+
 def slot_runs(
     candidates: dict[str, list[OperatorSpec]], shape: ModelShape, tokens: int, seq_len: int, world: int
 ) -> list[range]:
@@ -130,7 +134,7 @@ def slot_runs(
     ]
     owner = runs(costs, world)
     if len(set(owner)) < world:
-        raise ValueError(f"{world} processes for {len(owner)} slots: use at most {len(owner)}")
+        raise TooManyProcesses(f"{world} processes for {len(owner)} slots: use at most {len(owner)}")
     return [range(owner.index(r), owner.index(r) + owner.count(r)) for r in range(world)]
 
 
@@ -253,10 +257,13 @@ def finetune(
 
 def ranks_needed(plan, available_bytes: float) -> int | None:
     """The fewest processes (1, 2, 4, ...) whose per-process peak fits, by `plan(processes)`; None when
-    no number up to MAX_RANKS does (the teacher alone does not fit)."""
+    none does up to MAX_RANKS, or up to the most a distill job can be shared over (a slot a process)."""
     processes = 1
     while processes <= MAX_RANKS:
-        if plan(processes).peak_bytes <= available_bytes:
-            return processes
+        try:
+            if plan(processes).peak_bytes <= available_bytes:
+                return processes
+        except TooManyProcesses:
+            return None
         processes *= 2
     return None

@@ -40,6 +40,7 @@ from services.pipeline.stages import (
 from services.pipeline.targets import Target, binding, targets_and_budgets
 from shared import decilm
 from shared.clients.base import ServiceError
+from shared.plan import TooManyProcesses
 from shared.pretrained import read_model
 from shared.schemas.lut import Dtype, Estimate, EstimateRequest, Lut, ValidationRequest
 from shared.schemas.operators import Architecture
@@ -193,7 +194,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"unast compress: --format nemotron-nas: {why}", file=sys.stderr)
         return 2
     if args.plan:
-        print(plan_table(config, shape, format, settings))
+        try:
+            print(plan_table(config, shape, format, settings))
+        except TooManyProcesses as exc:
+            print(f"unast compress: UNAST_TRAINER_PROCS_PER_JOB: {exc}", file=sys.stderr)
+            return 2
         return 0
     prepared = None
     if args.data is not None:  # read, checked and tokenised before anything starts

@@ -108,7 +108,12 @@ def plan_job(spec: JobSpec, settings: Settings, session: Session, timed: bool = 
     """The job's plan on the processes a worker runs it as, against the trainer's device (with the
     expected time when `timed`: that measures the device once); None when its model cannot be told."""
     processes = processes_for(spec, settings)
-    stage = job_plan(spec, session, processes)
+    try:
+        stage = job_plan(spec, session, processes)
+    except plan.TooManyProcesses as error:  # the worker's processes, not the body, are too many
+        message = f"the trainer runs a {spec.kind} job as {processes} processes, a slot or more each: {error}"
+        details = [{"field": "body.teacher", "message": message}]
+        raise ApiError(422, f"body.teacher: {message}", details=details) from None
     if stage is None:
         return None
     available = device_memory_bytes(settings.trainer_device)

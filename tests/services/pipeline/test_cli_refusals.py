@@ -17,6 +17,8 @@ import shared.model
 from services.cli import main as unast
 from services.pipeline import compress as compress_module
 from shared.model import Decoder
+from shared.schemas.operators import Architecture
+from shared.settings import Settings
 from tests.hf_families import rewrite_header
 from tests.services.trainer.conftest import TEST_TEACHER
 
@@ -179,3 +181,18 @@ def test_plan_prints_every_trainer_stage_and_starts_nothing(monkeypatch, capsys,
     assert [row[0] for row in rows] == ["| stage", "| distill", "| score", "| rank", "| finetune"]
     assert all(row[3] == "yes" for row in rows[1:]), rows  # a small teacher fits this machine
     assert "plan on 1 process(es) of cpu" in printed.out
+
+
+def test_plan_on_more_processes_than_the_teacher_has_slots_is_one_line(
+    monkeypatch, capsys, tmp_path, teacher
+):
+    slots = len(list(Architecture.teacher(TEST_TEACHER).slots()))
+    monkeypatch.setattr(compress_module, "services", no_stack)
+    monkeypatch.setattr(compress_module, "get_settings", lambda: Settings(trainer_procs_per_job=slots + 1))
+    with pytest.raises(SystemExit) as done:
+        unast(["compress", "--model", str(teacher), "--latency", "0.5", "--out", str(tmp_path), "--plan"])
+    printed = capsys.readouterr().err.splitlines()
+    assert done.value.code == 2 and printed == [
+        f"unast compress: UNAST_TRAINER_PROCS_PER_JOB: {slots + 1} processes for {slots} slots: "
+        f"use at most {slots}"
+    ]

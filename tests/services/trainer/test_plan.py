@@ -138,3 +138,29 @@ def test_a_job_too_large_for_one_process_is_refused_naming_the_processes_it_need
     assert "fits on 2 processes (UNAST_TRAINER_PROCS_PER_JOB=2" in err.value.message
     assert "body.batch_size" in err.value.message and trainer.jobs().total == 0
     assert trainer.plan(spec).processes_needed == 2 and trainer.plan(spec).fits is False
+
+
+def test_a_distill_job_on_more_processes_than_slots_is_refused_naming_the_teacher(settings, teacher_dir):
+    spec = distill_spec(teacher_dir)
+    slots = len(list(Architecture.teacher(read_config(teacher_dir)[0]).slots()))
+    with TestClient(create_app(fast(settings, trainer_procs_per_job=slots + 1))) as http:
+        client = TrainerClient(http)
+        with pytest.raises(ServiceError) as err:
+            client.submit(spec)
+        assert err.value.status == 422 and err.value.message.startswith("body.teacher: "), err.value.message
+        assert f"use at most {slots}" in err.value.message and client.jobs().total == 0
+
+
+def test_ranks_needed_stops_where_a_distill_job_runs_out_of_slots(teacher_dir):
+    spec = distill_spec(teacher_dir)
+    shape, _ = read_config(teacher_dir)
+    figures = {"batch_size": spec.batch_size, "seq_len": spec.seq_len, "steps": spec.steps}
+    planned = []
+
+    def at(processes: int) -> plan.StagePlan:
+        planned.append(processes)
+        return plan.distill(shape, spec.candidates, processes=processes, **figures)
+
+    slots = len(list(Architecture.teacher(shape).slots()))
+    assert plan.ranks_needed(at, available_bytes=0) is None  # nothing fits no memory
+    assert planned[-2] <= slots < planned[-1]  # it stopped at the first number past the slots
