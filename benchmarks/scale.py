@@ -10,10 +10,15 @@ Llama shapes on an 80 GB GPU.
     .venv/bin/python -m benchmarks.scale                    # about 75 minutes on 2 cores
     .venv/bin/python -m benchmarks.scale --project-only     # the projection alone, at once
     .venv/bin/python -m benchmarks.scale --score-only       # the score job alone, 1 vs 2 processes
+    .venv/bin/python -m benchmarks.scale --distill-only 2   # the distill job alone, 1 vs 2, twice
 
 --score-only times the score job by itself (the job runner, `unast-trainer run`, alone and under
 torchrun) at 1 and at 2 processes on the same teacher, pool and batches, with nothing else running in
 the stack beside it: a check on the score row of the full run, about 25 minutes on 2 quiet cores.
+--distill-only does the same for the full run's distill job, at 1 and at 2 processes in turn, REPEATS
+times, each pair followed by the machine's limit (read a speed-up against the limit of its own
+minutes), and splits each run's wall time by its log: fixed start, steps, held-out evaluation; about
+12 minutes a repeat.
 
 The two runs keep separate databases and artifacts (bench folder under --out); the profiler's LUT is
 built by each run (it does not depend on the trainer's processes). A finished run is read back, not
@@ -118,39 +123,109 @@ def compress(folder: Path, model: Path, processes: int) -> Path:
     return run
 
 
-def score_only(folder: Path, model: Path, batches: int) -> None:
-    """The score job at 1 and at 2 processes side by side, on the candidates of a one-step distill job
-    (a pair's cost does not depend on how well its candidate learned); the two tables must be equal."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | {
+def alone_env(folder: Path, database: str) -> dict[str, str]:
+    """The environment of a job run by the job runner alone: one torch thread per process."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | {
         "UNAST_INPUT_ROOTS": json.dumps([str(folder)]),
-        "UNAST_DATABASE_URL": f"sqlite:///{folder / 'score-only.db'}",  # refers to no job by id
+        "UNAST_DATABASE_URL": f"sqlite:///{folder / database}",  # refers to no job by id
         "UNAST_TORCH_THREADS": "1",
         "OMP_NUM_THREADS": "1",
     }
-    jobs = folder / "score-only"
+
+
+def job_alone(
+    jobs: Path, name: str, spec: dict, processes: int, env: dict[str, str]
+) -> tuple[float, dict, list[tuple[float, str]]]:
+    """A job run by the job runner (`unast-trainer run`, under torchrun for several processes) with
+    nothing else of the stack beside it: its wall seconds, its result, and its log's lines (rank 0's)
+    with the second each came at."""
+    shutil.rmtree(jobs / name, ignore_errors=True)
+    jobs.mkdir(parents=True, exist_ok=True)
+    (jobs / f"{name}.json").write_text(json.dumps(spec))
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [sys.executable, *(launcher if processes > 1 else []), "-m", "services.trainer.cli", "run"]
+    command += ["--spec", str(jobs / f"{name}.json"), "--out", str(jobs / name)]
+    print(f"{name}: {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as job:
+        lines = [(time.perf_counter() - start, line.rstrip()) for line in job.stdout]
+    if job.returncode != 0:
+        raise subprocess.CalledProcessError(job.returncode, command)
+    return time.perf_counter() - start, json.loads((jobs / name / "result.json").read_text()), lines
+
+
+def distill_spec(model: Path, steps: int) -> dict:
+    """The distill job `unast compress` asks for with the reduced config (pipeline/stages.py distill)."""
     pool = slot_pools(SMOL, "small")
-    batch = {"batch_size": 4, "seq_len": REDUCED["seq_len"]}
-    distill = {"kind": "distill", "teacher": str(model), "steps": 1, "eval_batches": 1} | batch
-    distill["candidates"] = {slot: [op.model_dump(mode="json") for op in ops] for slot, ops in pool.items()}
-    score = {"kind": "score", "distill_job": str(jobs / "distill"), "eval_batches": batches} | batch
+    return {
+        "kind": "distill",
+        "teacher": str(model),
+        "candidates": {slot: [op.model_dump(mode="json") for op in ops] for slot, ops in pool.items()},
+        "steps": steps,
+        "batch_size": REDUCED["distill_batch"],
+        "seq_len": REDUCED["seq_len"],
+        "warmup": max(1, steps // 20),
+        "eval_batches": 8,
+        "checkpoint_every": max(10, steps // 10),
+    }
+
+
+def score_only(folder: Path, model: Path, batches: int) -> None:
+    """The score job at 1 and at 2 processes side by side, on the candidates of a one-step distill job
+    (a pair's cost does not depend on how well its candidate learned); the two tables must be equal."""
+    env = alone_env(folder, "score-only.db")
+    jobs = folder / "score-only"
+    distill = distill_spec(model, steps=1) | {"eval_batches": 1}
+    score = {"kind": "score", "distill_job": str(jobs / "distill"), "eval_batches": batches}
+    score |= {"batch_size": REDUCED["distill_batch"], "seq_len": REDUCED["seq_len"]}
     walls, tables = {}, {}
     for name, spec, processes in (("distill", distill, 1), ("score-1", score, 1), ("score-2", score, 2)):
-        shutil.rmtree(jobs / name, ignore_errors=True)
-        jobs.mkdir(parents=True, exist_ok=True)
-        (jobs / f"{name}.json").write_text(json.dumps(spec))
-        launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-        command = [sys.executable, *(launcher if processes > 1 else []), "-m", "services.trainer.cli", "run"]
-        command += ["--spec", str(jobs / f"{name}.json"), "--out", str(jobs / name)]
-        print(f"{name}: {' '.join(command[1:])}", flush=True)
-        start = time.perf_counter()
-        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-        walls[name] = time.perf_counter() - start
-        tables[name] = json.loads((jobs / name / "result.json").read_text()).get("slots")
+        walls[name], result, _ = job_alone(jobs, name, spec, processes, env)
+        tables[name] = result.get("slots")
     one, two = walls["score-1"], walls["score-2"]
     same = "equal" if tables["score-1"] == tables["score-2"] else "DIFFERENT"
-    print(f"\n| score job, {batches} x 4 x {batch['seq_len']} tokens | 1 process | 2 processes | speed-up |")
+    print(f"\n| score job, {batches} x 4 x {score['seq_len']} tokens | 1 process | 2 processes | speed-up |")
     print("| --- | --- | --- | --- |")
     print(f"| wall s (tables {same}) | {one:.0f} | {two:.0f} | {one / two:.2f}x |")
+
+
+def distill_only(folder: Path, model: Path, repeats: int) -> None:
+    """The distill job of the full run alone at 1 and at 2 processes, `repeats` times in turn, each pair
+    followed by the machine's limit (so that a speed-up is read against the limit of its own minutes),
+    split by its log: the fixed start (processes, teacher, tokens, students), the steps (with their
+    checkpoints), the held-out evaluation and outputs."""
+    env = alone_env(folder, "distill-only.db")
+    jobs = folder / "distill-only"
+    spec = distill_spec(model, steps=REDUCED["distill_steps"])
+    (shape, loops) = LIMIT_SHAPES["an MLP projection, 512 x 576 @ 576 x 1536"]
+    rows, pairs = [], []
+    for repeat in range(1, repeats + 1):
+        walls, results = {}, {}
+        for processes in (1, 2):
+            wall, result, lines = job_alone(jobs, f"distill-{processes}", spec, processes, env)
+            started = next(at for at, line in lines if line.startswith("distilling "))
+            stepped = next(at for at, line in lines if line.startswith(f"step {spec['steps']}/"))
+            gib = ", ".join(f"{n / 2**30:.2f}" for n in result["peak_memory_bytes"])
+            rows.append((repeat, processes, started, stepped - started, wall - stepped, wall, gib))
+            walls[processes], results[processes] = wall, result
+        nmse = [results[p]["heldout_nmse"] for p in (1, 2)]
+        gap = max(abs(by[cid] - nmse[1][slot][cid]) for slot, by in nmse[0].items() for cid in by)
+        pairs.append((repeat, walls[1] / walls[2], machine_limit(shape, loops), gap))
+    print(
+        f"\n| distill job, {spec['steps']} steps of 4 x 128, small pool | processes | fixed start s | "
+        "steps s | held-out NMSE and outputs s | wall s | peak GiB per process |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for repeat, processes, started, steps, rest, wall, gib in rows:
+        times = " | ".join(f"{t:.0f}" for t in (started, steps, rest, wall))
+        print(f"| repeat {repeat} | {processes} | {times} | {gib} |")
+    print(
+        "\n| repeat | speed-up, 1 -> 2 processes | machine limit after it (MLP matmul) | "
+        "speed-up / limit | held-out NMSE, largest difference |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for repeat, speed, limit, gap in pairs:
+        print(f"| {repeat} | {speed:.2f}x | {limit:.2f}x | {speed / limit:.2f} | {gap:.1e} |")
 
 
 def stages(run: Path, processes: int) -> dict[str, dict]:
@@ -305,7 +380,7 @@ def projection() -> None:
 
 def batches(text: str) -> int:
     if (value := int(text)) < 1:
-        raise argparse.ArgumentTypeError("needs at least 1 batch")
+        raise argparse.ArgumentTypeError("needs at least 1")
     return value
 
 
@@ -316,6 +391,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("var/scale"))
     parser.add_argument("--project-only", action="store_true")
     parser.add_argument("--score-only", type=batches, metavar="BATCHES", nargs="?", const=2)
+    parser.add_argument("--distill-only", type=batches, metavar="REPEATS", nargs="?", const=1)
     args = parser.parse_args()
     if args.project_only:
         projection()
@@ -325,6 +401,9 @@ def main() -> None:
     model = teacher(folder)
     if args.score_only is not None:
         score_only(folder, model, args.score_only)
+        return
+    if args.distill_only is not None:
+        distill_only(folder, model, args.distill_only)
         return
     for processes in (1, 2):
         compress(folder, model, processes)

@@ -1,5 +1,6 @@
 """Budgets as a user writes them: a fraction of the teacher (0.5), or an amount with its unit."""
 
+import math
 import re
 
 from shared.schemas.search import Budget
@@ -38,10 +39,14 @@ def parse_budget(cost: str, text: str) -> Budget:
             f"{text!r}: a latency above 1 needs a unit ({_units(cost)}); 0.5 means half the teacher's"
         )
     if cost == "latency_ms" and unit in RATES:
-        return Budget(cost=cost, max=RATES[unit] / value)
-    if unit not in UNITS[cost]:
+        amount = RATES[unit] / value
+    elif unit in UNITS[cost]:
+        amount = value * UNITS[cost][unit]
+    else:
         raise ValueError(f"{text!r}: unknown unit {unit!r} for {cost} ({_units(cost)})")
-    return Budget(cost=cost, max=value * UNITS[cost][unit])
+    if not 0 < amount < math.inf:  # '1e999', or a unit that takes a number past a float's range
+        raise ValueError(f"{text!r}: out of range for {cost}")
+    return Budget(cost=cost, max=amount)
 
 
 def _units(cost: str) -> str:

@@ -71,6 +71,14 @@ def test_tokens_per_second_is_the_inverse_of_a_latency():
         parse_budget("memory_bytes", "25tok/s")
 
 
+@pytest.mark.parametrize(
+    ("cost", "text"), [("memory_bytes", "1e999"), ("memory_bytes", "1e308GiB"), ("latency_ms", "1e-320tok/s")]
+)
+def test_a_budget_past_a_floats_range_is_refused_by_its_text(cost, text):
+    with pytest.raises(ValueError, match=f"'{text}': out of range for {cost}"):
+        parse_budget(cost, text)
+
+
 @pytest.mark.slow
 def test_a_prefill_and_a_decode_budget_build_two_luts_and_one_architecture_meets_both(
     tmp_path, sqlite_settings, trained_teacher
