@@ -182,11 +182,7 @@ class Decoder(nn.Module):
         directory = Path(directory)
         config = json.loads(check_regular(directory / "config.json").read_text())
         shape = ModelShape.from_hf_config(config)  # a unast config's teacher, under TEACHER_KEY
-        architecture = None
-        if ARCHITECTURE_KEY in config:
-            architecture = Architecture.model_validate(config[ARCHITECTURE_KEY])
-        elif config.get("model_type") == decilm.MODEL_TYPE:
-            architecture = decilm.architecture(config, shape)
+        architecture = config_architecture(config, shape)
         with torch.device("meta"):  # no time spent initialising weights about to be overwritten
             model = cls(shape, architecture)
         model.to_empty(device="cpu")
@@ -198,6 +194,16 @@ class Decoder(nn.Module):
         if shape.tie_word_embeddings:
             model.lm_head.weight = model.embed.weight
         return model.to(dtype)
+
+
+def config_architecture(config: dict, shape: ModelShape) -> Architecture:
+    """The architecture a config.json describes: a unast export's, a DeciLM config's, or else the
+    teacher's own (a plain family config)."""
+    if ARCHITECTURE_KEY in config:
+        return Architecture.model_validate(config[ARCHITECTURE_KEY])
+    if config.get("model_type") == decilm.MODEL_TYPE:
+        return decilm.architecture(config, shape)
+    return Architecture.teacher(shape)
 
 
 def unast_config(architecture: Architecture, shape: ModelShape, dtype: str) -> dict:

@@ -8,15 +8,13 @@ its offsets against the file's size.
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
-from shared import decilm
 from shared.files import check_regular
-from shared.model import ARCHITECTURE_KEY, from_hf_name
+from shared.model import config_architecture, from_hf_name
 from shared.operators import MODULES
 from shared.schemas.operators import Architecture
 from shared.schemas.shape import ModelShape, one_line
@@ -77,18 +75,10 @@ def read_config(directory: Path) -> tuple[ModelShape, Architecture]:
         raise ValueError("config.json is not a JSON object")
     try:
         shape = ModelShape.from_hf_config(config)
-        return shape, _architecture(config, shape)
+        return shape, config_architecture(config, shape)
     # KeyError, TypeError, AttributeError: a field missing or of another type than the code reads
     except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
         raise ValueError(f"config.json: {_line(exc)}") from None
-
-
-def _architecture(config: dict[str, Any], shape: ModelShape) -> Architecture:
-    if ARCHITECTURE_KEY in config:
-        return Architecture.model_validate(config[ARCHITECTURE_KEY])
-    if config.get("model_type") == decilm.MODEL_TYPE:
-        return decilm.architecture(config, shape)
-    return Architecture.teacher(shape)
 
 
 def weight_shapes(directory: Path) -> dict[str, tuple[int, ...]]:

@@ -137,7 +137,10 @@ class ModelShape(BaseModel):
         if not traits.sliding_window and (config.get("use_sliding_window") or sliding_layers):
             raise ValueError(f"use_sliding_window: true is not supported for {family}")
         rope = config.get("rope_parameters") or {}  # transformers >= 5 nests the RoPE settings
-        if rope and not isinstance(rope.get("rope_type", "default"), str):
+        if not isinstance(rope, dict):
+            raise ValueError(f"rope_parameters: an object of RoPE settings, not {type(rope).__name__}")
+        if any(isinstance(v, dict) for v in rope.values()) or not isinstance(rope_type(rope), str):
+            # {"full_attention": {...}, "sliding_attention": {...}}
             raise ValueError("rope_parameters: one set for every layer is supported, not one per layer type")
         if (partial := config.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))) != 1.0:
             raise ValueError(f"partial_rotary_factor: {partial} is not supported (RoPE on every channel)")

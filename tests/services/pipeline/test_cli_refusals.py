@@ -65,7 +65,7 @@ def refused(result: tuple[int, list[str]], start: str) -> str:
     ("args", "start", "says"),
     [
         (["--latency", "0"], "--latency", "above zero"),
-        (["--latency=1e400ms"], "--latency", "finite"),
+        (["--latency=1e400ms"], "--latency", "'1e400ms': out of range for latency_ms"),
         (["--latency", "0.5", "--k", "0"], "--k", "greater than or equal to 1"),
     ],
 )
@@ -138,7 +138,11 @@ def test_a_lying_safetensors_header_is_refused(compress, teacher, change, says):
         ("not json {", "config.json is not readable JSON"),
         ("[1, 2]", "config.json is not a JSON object"),
         ({"hidden_size": "big"}, "config.json: hidden_size: Input should be a valid integer"),
-        ({"rope_parameters": [1]}, "config.json:"),  # read as a mapping: AttributeError before
+        ({"rope_parameters": [1]}, "config.json: rope_parameters: an object of RoPE settings, not list"),
+        (
+            {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+            "config.json: rope_parameters: one set for every layer is supported, not one per layer type",
+        ),
         ({"unast_architecture": {"choices": "two"}}, "config.json: choices: Input should be a valid dict"),
         (  # an architecture of one block on a shape of two: from_pretrained could not build it
             {"unast_architecture": {"choices": {"block0.attn": "attn_h4_kv2_d16", "block0.mlp": "mlp_i176"}}},
