@@ -15,6 +15,7 @@ with shared.db.DatabaseUnavailable.
 """
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -254,10 +255,33 @@ def serve_process(command: str, worker: Worker) -> None:
     """The body of a `worker` command: logs to stderr, stops on SIGTERM or SIGINT (the running job goes
     back to the queue), and exits with one line when the database never answers at start-up."""
     logging.basicConfig(level=worker.settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals((signal.SIGTERM, signal.SIGINT))
     try:
         worker.serve(stop)
     except DatabaseUnavailable as exc:
         sys.exit(f"{command}: {exc}; giving up")
+
+
+def stop_on_signals(signums: tuple[signal.Signals, ...]) -> threading.Event:
+    """An event set whenever one of the signals arrives (call from the main thread, once per process).
+
+    Not set by the signal handler: a Python handler runs in the main thread between two bytecodes,
+    also while that thread is inside `stop.wait()` holding the event's own lock, and `stop.set()`
+    would then wait for that lock forever (a SIGTERMed idle worker that never exits). The handlers do
+    nothing; the interpreter writes each signal's number to a pipe, and a thread reading it sets the
+    event. The pipe is the process's one wakeup fd: nothing else in a worker may set one (an asyncio
+    loop in the main thread would)."""
+    stop = threading.Event()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in signums:
+        signal.signal(signum, lambda *_: None)
+
+    def watch() -> None:
+        while True:
+            if any(byte in signums for byte in os.read(read_end, 64)):
+                stop.set()
+
+    threading.Thread(target=watch, name="stop-on-signal", daemon=True).start()
+    return stop

@@ -251,3 +251,45 @@ def test_cancel_reaches_a_queued_job_before_any_worker(settings, sessions):
 def test_stale_interval_must_allow_two_heartbeats(sqlite_settings):
     with pytest.raises(ValidationError, match="trainer_stale_s"):
         fast(sqlite_settings, trainer_heartbeat_s=1.0, trainer_stale_s=1.5)
+
+
+# The main thread waits on the event and clears it again and again, as a worker's idle loop waits on
+# its stop event; each time it finds the event set it says so.
+SIGNALLED = """
+import signal
+from services.jobs.worker import stop_on_signals
+stop = stop_on_signals((signal.SIGTERM,))
+print("ready", flush=True)
+while True:
+    if stop.wait(0.00001):
+        stop.clear()
+        print("set", flush=True)
+"""
+
+
+def test_a_signal_sets_the_stop_event_whatever_the_main_thread_is_doing_with_it():
+    """A barrage of SIGTERMs lands anywhere in the main thread's stop.wait(), also where that thread
+    holds the event's own lock: a handler calling stop.set() would wait for it forever (the worker that
+    never exited; under a barrage it recurses until the process dies). stop_on_signals' event is set
+    off the main thread: the process lives on and a signal after the barrage is still answered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNAST_")} | {"PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGNALLED], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    lines: queues.Queue[str] = queues.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True).start()
+    try:
+        assert lines.get(timeout=HANG_GUARD_S) == "ready\n"
+        barrage_ends = time.monotonic() + 6.0
+        while time.monotonic() < barrage_ends:
+            child.send_signal(signal.SIGTERM)
+            time.sleep(0.0005)
+        with pytest.raises(queues.Empty):  # the answers to the barrage, until they stop coming
+            while True:
+                lines.get(timeout=1.0)
+        assert child.poll() is None, "the signalled process died"
+        child.send_signal(signal.SIGTERM)
+        assert lines.get(timeout=30) == "set\n", "a signal after the barrage went unanswered"
+    finally:
+        child.kill()
+        child.wait()

@@ -162,6 +162,18 @@ def worker_process(settings: Settings) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "services.trainer.cli", "worker"], env=env)
 
 
+def stop_worker(worker: subprocess.Popen) -> None:
+    """SIGTERM, as an operator stops a worker: it exits, cleanly. One that does not is killed (it would
+    hold the test run's output open) and the test fails."""
+    worker.terminate()
+    try:
+        assert worker.wait(HANG_GUARD_S) == 0, "the worker's exit on SIGTERM"
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        pytest.fail(f"the worker did not stop within {HANG_GUARD_S} s of SIGTERM")
+
+
 @pytest.mark.slow
 def test_a_sigkilled_distillation_resumes_to_the_uninterrupted_result(settings, trainer, teacher_dir):
     settings = fast(settings, trainer_stale_s=3.0)
@@ -184,8 +196,7 @@ def test_a_sigkilled_distillation_resumes_to_the_uninterrupted_result(settings, 
                 assert time.monotonic() < deadline and second.poll() is None, trainer.log(killed_job.id).lines
                 time.sleep(0.1)
         finally:
-            second.terminate()
-            second.wait()
+            stop_worker(second)
     finally:
         if first.poll() is None:
             first.kill()

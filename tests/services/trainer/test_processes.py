@@ -15,7 +15,13 @@ from services.jobs.processes import _collective_failed
 from services.trainer.paths import job_dir
 from shared.schemas.trainer import DistillResult
 from tests.services.trainer.conftest import fast
-from tests.services.trainer.test_distill_job import HANG_GUARD_S, distill_spec, run_next, worker_process
+from tests.services.trainer.test_distill_job import (
+    HANG_GUARD_S,
+    distill_spec,
+    run_next,
+    stop_worker,
+    worker_process,
+)
 
 
 def ranks_of(job_folder: Path) -> list[int]:
@@ -69,8 +75,7 @@ def test_a_worker_runs_a_distill_job_as_two_processes_and_survives_a_ranks_sigki
         wait_for(lambda: trainer.job(job.id).state == "succeeded", "success after the resume", worker)
         assert not ranks_of(folder)
     finally:
-        worker.terminate()
-        worker.wait()
+        stop_worker(worker)
     done = trainer.job(job.id)
     lines = [line.message for line in trainer.log(job.id, tail=500).lines]
     assert done.attempt == 2, lines
@@ -100,8 +105,7 @@ def test_a_cancel_stops_every_rank_of_a_job(sqlite_settings, sqlite_trainer, sql
         wait_for(lambda: not ranks_of(folder), "ranks gone", worker)
         assert worker.poll() is None  # the worker goes on to the next job
     finally:
-        worker.terminate()
-        worker.wait()
+        stop_worker(worker)
 
 
 @pytest.mark.slow
@@ -115,8 +119,7 @@ def test_a_ranks_error_fails_the_job_with_it(sqlite_settings, sqlite_trainer, sq
     try:
         wait_for(lambda: trainer.job(job.id).state == "failed", "failed job", worker)
     finally:
-        worker.terminate()
-        worker.wait()
+        stop_worker(worker)
     done = trainer.job(job.id)
     assert done.attempt == 1 and "rank" in done.error and "Error" in done.error, done.error
     assert not ranks_of(job_dir(two, job.id))
