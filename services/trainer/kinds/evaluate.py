@@ -11,7 +11,7 @@ from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
 from services.trainer.kinds.model_ref import check_model, load_model
-from services.trainer.learning.data import job_tokens
+from services.trainer.learning.data import split_tokens
 from services.trainer.learning.distributed import job_device
 from services.trainer.learning.training import heldout_loss
 from shared.costs import parameters
@@ -33,7 +33,7 @@ def run(ctx: JobContext) -> EvaluateResult:
     device = job_device(ctx.settings)
     ctx.status("loading the model")
     loaded = load_model(ctx, spec.model, device)
-    _, heldout = job_tokens(spec.dataset, loaded.directory)
+    heldout = split_tokens(spec.dataset, loaded.directory, "heldout")
     ctx.status("held-out loss", 0.1)
     evaluation = heldout_loss(
         loaded.model,

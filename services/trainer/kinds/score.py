@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from services.jobs.context import JobContext
 from services.jobs.kind import JobKind
 from services.trainer.kinds import inputs
-from services.trainer.learning.data import heldout_batches, job_tokens
+from services.trainer.learning.data import heldout_batches, split_tokens
 from services.trainer.learning.distributed import job_device, rank_and_world, summed
 from services.trainer.learning.peak import PeakMemory
 from services.trainer.learning.scores import batch_loss_sums
@@ -51,7 +51,7 @@ def run(ctx: JobContext) -> ScoreTable:
     device = job_device(ctx.settings)
     peak = PeakMemory(device)
     teacher = Decoder.from_pretrained(teacher_dir).to(device).eval().requires_grad_(False)
-    _, heldout = job_tokens(spec.dataset, teacher_dir)
+    heldout = split_tokens(spec.dataset, teacher_dir, "heldout")
     batches = list(heldout_batches(heldout, spec.batch_size, spec.seq_len, spec.eval_batches))
     # per batch: the teacher's summed token loss, then every (slot, candidate)'s in a fixed order;
     # the teacher's own operators are not run (their score is 0)

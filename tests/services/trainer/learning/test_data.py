@@ -43,7 +43,7 @@ def test_play_text_keeps_speakers_and_speech_and_drops_markup():
 
 @pytest.fixture(scope="module")
 def plays():
-    return data.shakespeare()
+    return data.shakespeare("train"), data.shakespeare("heldout")
 
 
 def test_whole_plays_are_held_out(plays):
@@ -121,7 +121,8 @@ def test_heldout_batches_are_fixed_and_do_not_overlap():
 
 def test_corpus_is_built_once_then_read_back(plays, tmp_path, monkeypatch, capsys):
     train, heldout = small_texts(plays)
-    monkeypatch.setattr(data, "shakespeare", lambda: ({"a": train[0], "b": train[1]}, {"hamlet": heldout[0]}))
+    small = {"train": {"a": train[0], "b": train[1]}, "heldout": {"hamlet": heldout[0]}}
+    monkeypatch.setattr(data, "shakespeare", small.get)
     built = data.prepare_corpus(tmp_path, vocab_size=300)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "corpus.json",
@@ -133,7 +134,7 @@ def test_corpus_is_built_once_then_read_back(plays, tmp_path, monkeypatch, capsy
     baseline = built.figures["unigram_heldout_perplexity"]
     assert 1 < baseline < 300 and baseline == data.unigram_perplexity(built.train, built.heldout, 300)
 
-    def no_rebuild():
+    def no_rebuild(_split):
         raise AssertionError("rebuilt")
 
     monkeypatch.setattr(data, "shakespeare", no_rebuild)
@@ -147,4 +148,7 @@ def test_corpus_is_built_once_then_read_back(plays, tmp_path, monkeypatch, capsy
 def test_dataset_texts_from_a_folder(tmp_path):
     (tmp_path / "train.txt").write_text("Some words.\n")
     (tmp_path / "heldout.txt").write_text("Other words.\n")
-    assert data.dataset_texts(str(tmp_path)) == (["Some words.\n"], ["Other words.\n"])
+    assert data.dataset_texts(str(tmp_path), "train") == ["Some words.\n"]
+    assert data.dataset_texts(str(tmp_path), "heldout") == ["Other words.\n"]
+    (tmp_path / "train.txt").write_bytes(b"\xff not UTF-8")  # a split is read only when asked for
+    assert data.dataset_texts(str(tmp_path), "heldout") == ["Other words.\n"]
