@@ -267,6 +267,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_signal_sets_the_stop_event_whatever_the_main_thread_is_doing_with_it():
     """A barrage of SIGTERMs lands anywhere in the main thread's stop.wait(), also where that thread
     holds the event's own lock: a handler calling stop.set() would wait for it forever (the worker that
